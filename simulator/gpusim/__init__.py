@@ -1,0 +1,1 @@
+"""gpusim: NVIDIA GPUs and driver, simulated for tests, demos and benchmarks."""
