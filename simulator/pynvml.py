@@ -57,7 +57,7 @@ def _install():
             raise OSError(f"{name}: cannot open shared object file: No such file or directory") from None
         if not data.get("library_present", True):
             raise OSError(f"{name}: cannot open shared object file: No such file or directory")
-        return fakelib.FakeLibrary(gstate.state_path())
+        return fakelib.FakeLibrary()  # resolves the state path on every call
 
     real.CDLL = cdll
     real.__gpusim__ = True

@@ -27,9 +27,10 @@ Behaviour modelled, with the source it follows:
   driver picks one itself: we model the *highest free start* of the profile's
   placement list (see default_gi_placement for the evidence).  Destroying a GPU
   instance that still has compute instances fails with IN_USE.
-* GPU instance ids follow the driver's fixed numbering by placement (a heap over
-  the memory slices: the full GPU is 0, the two halves 1-2, quarters 3-6, single
-  slices 7-14), which is why ``-cgi 9,9`` reports ids 2 then 1 in the MIG guide.
+* GPU instance ids follow the numbering by placement seen in most real output (a
+  heap over the memory slices: the full GPU is 0, the two halves 1-2, quarters
+  3-6, single slices 7-14; the MIG guide's ``-cgi 19,19,14`` reports 13, 11, 3).
+  Real drivers do not always keep to it, so nothing may rely on ids.
 * Compute instances: placements inside the GI in compute-slice units; lowest
   free start by default; ids are the lowest unused; destroying a CI with
   processes fails with IN_USE.  Each CI is one MIG device with a MIG-<uuid> that
@@ -189,20 +190,27 @@ def gi_remaining_capacity(gpu: dict, prof: dict) -> int:
 
 
 def default_gi_placement(gpu: dict, prof: dict) -> tuple[int, int]:
-    """The placement the driver picks when none is given.
+    """The placement the driver picks when none is given (``nvidia-smi mig -cgi X``).
 
-    Modelled as the free placement with the highest start.  Evidence: the MIG User
-    Guide shows two ``-cgi 9`` (3g.20gb) calls on an A100 creating GPU instance id 2
-    (placement 4:4) before id 1 (0:4), and shows ``-cgi 19,19,14,9`` failing with
-    Insufficient Resources while the same profiles in the order 9,14,19,19 succeed:
-    filling from the top, the two 1g.5gb land on slices 6 and 5, the 2g.10gb on
-    2:2, and no 4-slice placement is left for the 3g.20gb.
+    Modelled rule: among the profile's free placements, the one that blocks the
+    fewest still-free placements of all the GPU's GI profiles; ties go to the
+    lowest start.  It reproduces every real creation sequence with a recorded
+    placement (CATALOGUE_SOURCES.md, "Default placement"): the MIG User Guide's
+    ``-cgi 19,19,14,9`` on an A100 (GI ids 13, 11, 3, then Insufficient
+    Resources for the 3g.20gb) and ``-cgi 9,19,14,19`` succeeding, an H100 7 x 1g
+    run filling slices 6, 4, 5, 0, 1, 2, 3, and A30/A100 step-by-step runs.
     """
     free = gi_free_placements(gpu, prof)
     if not free:
         raise DriverError("INSUFFICIENT_RESOURCES",
                           f"no free placement for {prof['name']} on GPU {gpu['index']}")
-    return max(free, key=lambda p: (p[0], -p[1]))
+    alive = [tuple(pl) for other in gi_profiles(gpu) for pl in other["placements"]
+             if gi_placement_free(gpu, pl[0], pl[1])]
+
+    def blocked(pl: tuple[int, int]) -> int:
+        return sum(1 for other in alive if _overlaps(pl[0], pl[1], other[0], other[1]))
+
+    return min(free, key=lambda pl: (blocked(pl), pl[0]))
 
 
 def gi_id_for(gpu: dict, start: int, size: int) -> int:
