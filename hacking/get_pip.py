@@ -17,7 +17,8 @@ def main() -> int:
     subprocess.run([sys.executable, "-m", "ensurepip", "--upgrade", "--default-pip"], check=True,
                    stdout=subprocess.DEVNULL)
     args = [a for a in sys.argv[1:] if a not in ("--no-setuptools", "--no-wheel")]
-    return subprocess.run([sys.executable, "-m", "pip", "install", "--disable-pip-version-check", *args]).returncode
+    return subprocess.run([sys.executable, "-m", "pip", "install", "--disable-pip-version-check", *args],
+                          check=False).returncode
 
 
 if __name__ == "__main__":

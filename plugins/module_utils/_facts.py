@@ -23,7 +23,8 @@ def gather_gpu(nv, gpu, include_profiles: bool = True) -> dict:
     uuid_by_ids = {}
     if facts["mig_capable"]:
         profiles = nv.gi_profiles(gpu, with_capacity=facts["mig_enabled"])
-        facts["mig_slices"] = max((p["slices"] for p in profiles), default=None)
+        facts["mig_slices"] = max([p["gpu_slices"] for p in profiles] + [p["slices"] for p in profiles]) \
+            if profiles else None
         if include_profiles:
             facts["gpu_instance_profiles"] = [
                 {"id": p["id"], "name": p["name"], "slices": p["slices"], "memory_mib": p["memory_mib"],

@@ -12,6 +12,7 @@ UUID), what was being done, and what to do about it.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import traceback
 
@@ -111,10 +112,8 @@ class Nvml:
     def __exit__(self, *exc_info) -> None:
         if self._open:
             self._open = False
-            try:
+            with contextlib.suppress(pynvml.NVMLError):
                 pynvml.nvmlShutdown()
-            except pynvml.NVMLError:
-                pass
 
     def _call(self, fn, *args, gpu: Gpu | None = None, action: str = ""):
         try:
@@ -176,6 +175,7 @@ class Nvml:
             "name": gpu.name,
             "pci_bus_id": _text(pci.busId),
             "pci_device_id": "0x%08X" % pci.pciDeviceId,
+            "pci_subsystem_id": "0x%08X" % pci.pciSubSystemId,
             "memory_total_mib": int(mem.total // MIB),
             "memory_used_mib": int(mem.used // MIB),
             "architecture": ARCHITECTURES.get(arch, "unknown") if arch is not None else "unknown",
@@ -215,10 +215,12 @@ class Nvml:
             raise
 
     def gi_profiles(self, gpu: Gpu, with_capacity: bool = True) -> list[dict]:
-        """Every GPU instance profile the driver offers on this GPU, with its CI profiles.
+        """Every GPU instance profile the driver offers on this GPU.
 
-        Names, ids, slice counts and placements all come from the driver.
+        Names, ids, slice counts and placements all come from the driver; ``gpu_slices`` is the
+        GPU's compute slice count (the most MIG devices it can have).
         """
+        gpu_slices = self._maybe(pynvml.nvmlDeviceGetMaxMigDeviceCount, gpu.handle, gpu=gpu, default=0)
         profiles = []
         for enum in range(pynvml.NVML_GPU_INSTANCE_PROFILE_COUNT):
             info = self._gi_profile_info(gpu, enum)
@@ -233,6 +235,7 @@ class Nvml:
                 "instance_count": int(info.instanceCount),
                 "memory_mib": int(info.memorySizeMB),
                 "multiprocessor_count": int(info.multiprocessorCount),
+                "gpu_slices": gpu_slices,
                 "placements": self._placements(pynvml.nvmlDeviceGetGpuInstancePossiblePlacements,
                                                gpu.handle, info.id, gpu) or [],
             }
@@ -306,7 +309,8 @@ class Nvml:
 
     def _compute_instances(self, gpu: Gpu, gi: dict, uuids: dict) -> list[dict]:
         out = []
-        for prof in self.ci_profiles(gpu, gi["_handle"]):
+        gi["ci_profiles"] = self.ci_profiles(gpu, gi["_handle"])
+        for prof in gi["ci_profiles"]:
             size = max(prof["instance_count"], 1)
             array = (pynvml.c_nvmlComputeInstance_t * size)()
             count = ctypes.c_uint(size)
@@ -315,6 +319,7 @@ class Nvml:
             for i in range(count.value):
                 info = self._call(pynvml.nvmlComputeInstanceGetInfo, array[i], gpu=gpu)
                 out.append({"id": int(info.id), "profile_id": int(info.profileId), "profile": prof["name"],
+                            "slices": prof["slices"],
                             "start": int(info.placement.start), "size": int(info.placement.size),
                             "mig_uuid": uuids.get((gi["id"], int(info.id))), "_handle": array[i]})
         return sorted(out, key=lambda c: c["id"])
@@ -356,6 +361,10 @@ class Nvml:
     def _gi_handle(self, gpu: Gpu, gi_id: int):
         return self._call(pynvml.nvmlDeviceGetGpuInstanceById, gpu.handle, gi_id, gpu=gpu,
                           action=f"open GPU instance {gi_id}")
+
+    def ci_profiles_of(self, gpu: Gpu, gi_id: int) -> list[dict]:
+        """Compute instance profiles (with the driver's placements) of an existing GPU instance."""
+        return self.ci_profiles(gpu, self._gi_handle(gpu, gi_id))
 
     def create_compute_instance(self, gpu: Gpu, gi_id: int, profile: dict, start: int | None = None,
                                 size: int | None = None) -> int:

@@ -44,7 +44,7 @@ seealso:
     description: The library this module reads.
     link: https://docs.nvidia.com/deploy/nvml-api/
 author:
-  - gpuops.sharing maintainers
+  - gpuops.sharing maintainers (@gpuops)
 """
 
 EXAMPLES = r"""
@@ -109,6 +109,10 @@ gpus:
       description: PCI device id with vendor, as mig-parted's C(device-filter) uses it.
       type: str
       sample: "0x233010DE"
+    pci_subsystem_id:
+      description: PCI subsystem id with vendor.
+      type: str
+      sample: "0x16C110DE"
     memory_total_mib:
       description: Total framebuffer memory in MiB.
       type: int

@@ -99,9 +99,8 @@ def cmd_process(args) -> None:
         try:
             if args.action == "add":
                 device.add_process(data, args.gpu, args.pid, args.name, args.memory, args.gi, args.ci)
-            elif args.action == "remove":
-                if not device.remove_process(data, args.pid, args.gpu):
-                    _fail(f"no process {args.pid}")
+            elif args.action == "remove" and not device.remove_process(data, args.pid, args.gpu):
+                _fail(f"no process {args.pid}")
         except device.DriverError as exc:
             _fail(exc.detail or exc.code)
     if args.action == "list":

@@ -85,7 +85,10 @@ def _query_block(state: dict, gpu: dict) -> list[str]:
     total = model["memory_total_mib"]
     used = sum(p.get("used_memory_mib", 0) for p in gpu["processes"])
     domain, bus, rest = gpu["pci_bus_id"].split(":")
-    kv = lambda k, v, ind=4: f"{' ' * ind}{k:<{38 - ind}}: {v}"  # noqa: E731
+
+    def kv(key, value, ind=4):
+        return f"{' ' * ind}{key:<{38 - ind}}: {value}"
+
     lines = [f"GPU {gpu['pci_bus_id']}",
              kv("Product Name", model["name"]),
              kv("Product Brand", "NVIDIA"),
@@ -188,8 +191,8 @@ def _mig_gpus(gpus: list[dict]) -> list[dict]:
 
 
 def list_gi_profiles(gpus: list[dict]) -> str:
-    bar = "+" + "-" * 77 + "+"
-    out = [bar, "| GPU instance profiles:" + " " * 54 + "|",
+    rule = "+" + "-" * 77 + "+"
+    out = [rule, "| GPU instance profiles:" + " " * 54 + "|",
            "| GPU   Name             ID    Instances   Memory     P2P    SM    DEC   ENC  |",
            "|                              Free/Total   GiB              CE    JPEG  OFA  |",
            "|" + "=" * 77 + "|"]
@@ -203,7 +206,7 @@ def list_gi_profiles(gpus: list[dict]) -> str:
                     f"{prof.get('decoders') or 0:>4}  {prof.get('encoders') or 0:>4}   |")
             row2 = (f"|{'':>62}{prof.get('copy_engines') or 0:>3}  {prof.get('jpegs') or 0:>4}  "
                     f"{prof.get('ofas') or 0:>4}   |")
-            out += [row1, row2, bar]
+            out += [row1, row2, rule]
     return "\n".join(out) + "\n"
 
 
@@ -227,11 +230,11 @@ def list_gis(gpus: list[dict]) -> str:
                         f"          {gi['start']}:{gi['size']:<5}  |")
     if not rows:
         raise SmiExit(6, "No GPU instances found: Not Found\n")
-    bar = "+" + "-" * 55 + "+"
-    return "\n".join([bar, "| GPU instances:" + " " * 40 + "|",
+    rule = "+" + "-" * 55 + "+"
+    return "\n".join([rule, "| GPU instances:" + " " * 40 + "|",
                       "| GPU   Name             Profile  Instance   Placement  |",
                       "|                          ID       ID       Start:Size |",
-                      "|" + "=" * 55 + "|"] + rows + [bar]) + "\n"
+                      "|" + "=" * 55 + "|"] + rows + [rule]) + "\n"
 
 
 def list_cis(gpus: list[dict]) -> str:
@@ -244,12 +247,12 @@ def list_cis(gpus: list[dict]) -> str:
                         f"       {ci['id']:>3}          {ci['start']}:{ci['size']:<5}  |")
     if not rows:
         raise SmiExit(6, "No compute instances found: Not Found\n")
-    bar = "+" + "-" * 72 + "+"
-    return "\n".join([bar, "| Compute instances:" + " " * 53 + "|",
+    rule = "+" + "-" * 72 + "+"
+    return "\n".join([rule, "| Compute instances:" + " " * 53 + "|",
                       "| GPU     GPU       Name                 Profile   Instance   Placement  |",
                       "|       Instance                            ID        ID       Start:Size |",
                       "|         ID                                                             |",
-                      "|" + "=" * 72 + "|"] + rows + [bar]) + "\n"
+                      "|" + "=" * 72 + "|"] + rows + [rule]) + "\n"
 
 
 # ---------------------------------------------------------------------- changes

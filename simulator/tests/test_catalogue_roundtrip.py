@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import ctypes
 
+import pynvml
 import pytest
 
-import pynvml
 from gpusim import catalogue
 
 MIB = 1024 * 1024
@@ -128,7 +128,7 @@ def test_catalogue_is_self_consistent(key):
         assert prof["slices"] <= mig["gpu_slices"]
         assert prof["placements"], prof["name"]
         for start, size in prof["placements"]:
-            assert 0 <= start and start + size <= mig["memory_slices"], (prof["name"], start, size)
+            assert start >= 0 and start + size <= mig["memory_slices"], (prof["name"], start, size)
         assert any(c["slices"] == prof["slices"] for c in prof["compute_instance_profiles"]), \
             f"{prof['name']} needs a compute instance profile spanning the whole GPU instance"
 

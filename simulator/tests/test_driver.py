@@ -5,9 +5,9 @@ from __future__ import annotations
 import ctypes
 import json
 
+import pynvml
 import pytest
 
-import pynvml
 from gpusim import state
 
 
@@ -129,9 +129,8 @@ def test_hopper_mig_mode_needs_no_reset(host, nvml):
 def test_disable_with_instances_is_refused(host, nvml):
     host.init("H100-SXM5-80GB", 1, "--mig-enabled")
     assert host.smi("mig", "-cgi", "19", "-C").returncode == 0
-    with nvml as n:
-        with pytest.raises(n.NVMLError_InUse):
-            n.nvmlDeviceSetMigMode(n.nvmlDeviceGetHandleByIndex(0), 0)
+    with nvml as n, pytest.raises(n.NVMLError_InUse):
+        n.nvmlDeviceSetMigMode(n.nvmlDeviceGetHandleByIndex(0), 0)
 
 
 def test_reboot_keeps_mig_mode_and_drops_everything_else(host, nvml):

@@ -105,3 +105,19 @@ def sim(tmp_path, monkeypatch):
     yield SimHost(path)
     pynvml.nvmlLib = None
     pynvml._nvmlGetFunctionPointer_cache.clear()
+
+
+def driver_profiles(model: str) -> list[dict]:
+    """GI profiles of a model exactly as the collection reads them from the (simulated) driver."""
+    import tempfile
+
+    from ansible_collections.gpuops.sharing.plugins.module_utils._nvml import Nvml
+
+    with tempfile.TemporaryDirectory() as tmp, pytest.MonkeyPatch.context() as mp:
+        path = os.path.join(tmp, "profiles.json")
+        mp.setenv("GPUSIM_STATE", path)
+        SimHost(path).init(model, 1, "--mig-enabled")
+        pynvml.nvmlLib = None
+        pynvml._nvmlGetFunctionPointer_cache.clear()
+        with Nvml() as nv:
+            return nv.gi_profiles(nv.gpu(0), with_capacity=False)

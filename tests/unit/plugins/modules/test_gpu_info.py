@@ -30,8 +30,8 @@ def test_instances_processes_and_problems(sim, tmp_path):
     import sys
     sim.init("H100-SXM5-80GB", 1, "--mig-enabled")
     smi = [sys.executable, "simulator/bin/nvidia-smi"]
-    assert subprocess.run(smi + ["mig", "-cgi", "9", "-C"], capture_output=True).returncode == 0
-    assert subprocess.run(smi + ["mig", "-cgi", "19"], capture_output=True).returncode == 0
+    assert subprocess.run(smi + ["mig", "-cgi", "9", "-C"], capture_output=True, check=False).returncode == 0
+    assert subprocess.run(smi + ["mig", "-cgi", "19"], capture_output=True, check=False).returncode == 0
     sim.gpusim("process", "add", "--gpu", "0", "--pid", "321", "--gi", "2", "--ci", "0", "--memory", "512")
     result, failed = run_module(gpu_info.main, {"include_profiles": False})
     assert not failed
@@ -54,7 +54,8 @@ def test_pending_mig_mode_is_a_problem(sim):
     pynvml.nvmlInit()
     pynvml.nvmlDeviceSetMigMode(pynvml.nvmlDeviceGetHandleByIndex(0), 1)
     pynvml.nvmlShutdown()
-    result, _ = run_module(gpu_info.main, {})
+    result, failed = run_module(gpu_info.main, {})
+    assert not failed
     pending = [p for p in result["problems"] if p["code"] == "mig_pending_reset"]
     assert pending and "nvidia-smi -r -i 0" in pending[0]["hint"]
     assert result["gpus"][0]["mig_enabled"] is False and result["gpus"][0]["mig_pending"] is True
@@ -87,7 +88,8 @@ def test_lost_gpu_is_reported_and_others_read(sim):
 
 def test_non_mig_gpu(sim):
     sim.init("T4", 1)
-    result, _ = run_module(gpu_info.main, {})
+    result, failed = run_module(gpu_info.main, {})
+    assert not failed
     gpu = result["gpus"][0]
     assert gpu["mig_capable"] is False and gpu["mig_pending"] is None and gpu["gpu_instances"] == []
 

@@ -1,0 +1,394 @@
+# Copyright (c) gpuops.sharing contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""MIG layouts: profile names, the placement solver and the change plan. Private to this collection.
+
+Pure logic, no I/O: everything here works on plain data read from the driver
+(``_nvml.Nvml.gi_profiles`` / ``gpu_instances``) and never imports ansible, so
+the boot-time re-apply on the host runs the very same code.
+
+Terms:
+  GI profile      what ``nvidia-smi mig -lgip`` lists (``3g.40gb``; id, slices, placements)
+  MIG device      a compute instance; named like mig-parted does: ``3g.40gb`` when it spans its GPU
+                  instance, ``1c.3g.40gb`` when it uses 1 of the GI's 3 compute slices
+  layout          what a GPU should hold: a list of GI specs, each a GI profile id and the sizes
+                  (compute slices) of its compute instances
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections import Counter
+
+PROFILE_RE = re.compile(r"^(?:(?P<c>\d+)c\.)?(?P<g>\d+)g\.(?P<gb>\d+)gb(?P<attrs>(?:[+-][a-z][a-z0-9.]*)*)$")
+
+
+class MigError(Exception):
+    """Bad input or an impossible request, found before anything changes."""
+
+
+# --------------------------------------------------------------------------- profile names
+
+def parse_profile(text: str) -> dict:
+    """``1c.3g.20gb`` -> {"c": 1, "g": 3, "gb": 20, "attrs": ""}; ``1g.5gb+me`` -> attrs "+me"."""
+    match = PROFILE_RE.match(str(text).strip().lower())
+    if not match:
+        raise MigError(f"'{text}' is not a MIG profile name: expected <G>g.<N>gb[+attr] (a GPU instance, "
+                       "e.g. 3g.40gb or 1g.10gb+me) or <C>c.<G>g.<N>gb (a compute instance inside one, "
+                       "e.g. 1c.3g.40gb)")
+    g = int(match.group("g"))
+    c = int(match.group("c")) if match.group("c") else g
+    if c < 1 or g < 1 or c > g:
+        raise MigError(f"'{text}': a compute instance cannot use {c} of {g} compute slices")
+    return {"c": c, "g": g, "gb": int(match.group("gb")), "attrs": match.group("attrs") or ""}
+
+
+def _attrs_of(name: str) -> str:
+    parsed = PROFILE_RE.match(name.lower())
+    return (parsed.group("attrs") or "") if parsed else ""
+
+
+def _gb_of(profile: dict) -> int:
+    parsed = PROFILE_RE.match(profile["name"].lower())
+    return int(parsed.group("gb")) if parsed else round(profile["memory_mib"] / 1024)
+
+
+def resolve_gi_profile(profiles: list[dict], text: str, model: str = "this GPU") -> tuple[dict, int]:
+    """Find the driver's GI profile a user's profile name means; returns (profile, CI slices).
+
+    Names reported by the driver differ between boards and driver branches (1g.23gb vs
+    1g.24gb on GB200 systems), so a name is matched by its compute slices and attributes
+    (``+me``, ``+gfx``, ...), and by memory only to choose between profiles of the same
+    slice count (1g.10gb vs 1g.20gb on H100).
+    """
+    want = parse_profile(text)
+    gi_name = re.sub(r"^\d+c\.", "", str(text).strip().lower())
+    exact = [p for p in profiles if p["name"].lower() == gi_name]
+    if exact:
+        return exact[0], want["c"]
+    candidates = [p for p in profiles if p["slices"] == want["g"] and _attrs_of(p["name"]) == want["attrs"]]
+    if not candidates:
+        raise MigError(f"profile '{text}' does not exist on {model}; its GPU instance profiles are: "
+                       + ", ".join(p["name"] for p in profiles))
+    best = sorted(candidates, key=lambda p: abs(_gb_of(p) - want["gb"]))
+    if len(best) > 1 and abs(_gb_of(best[0]) - want["gb"]) == abs(_gb_of(best[1]) - want["gb"]):
+        raise MigError(f"profile '{text}' is ambiguous on {model}: it could be "
+                       + " or ".join(p["name"] for p in best[:2]))
+    chosen = best[0]
+    if abs(_gb_of(chosen) - want["gb"]) > max(2, want["gb"] // 4):
+        raise MigError(f"profile '{text}' does not exist on {model} (closest: {chosen['name']}); its GPU "
+                       "instance profiles are: " + ", ".join(p["name"] for p in profiles))
+    return chosen, want["c"]
+
+
+def device_name(gi_profile: dict, ci_slices: int) -> str:
+    """A MIG device's name as mig-parted writes it."""
+    return gi_profile["name"] if ci_slices == gi_profile["slices"] else f"{ci_slices}c.{gi_profile['name']}"
+
+
+# --------------------------------------------------------------------------- placements
+
+def _overlaps(a: tuple[int, int], b: tuple[int, int]) -> bool:
+    return a[0] < b[0] + b[1] and b[0] < a[0] + a[1]
+
+
+def ci_placements(gi_slices: int, ci_slices: int, known: list[tuple[int, int]] | None = None) -> list[tuple[int, int]]:
+    """Where a compute instance of ``ci_slices`` can sit in a GI of ``gi_slices``.
+
+    The driver's list (nvmlGpuInstanceGetComputeInstancePossiblePlacements) when known;
+    otherwise the rule every real ``nvidia-smi mig -lci`` output follows: starts at
+    multiples of the CI size, and the full-size CI at 0.
+    """
+    if known:
+        return [tuple(p) for p in known]
+    if ci_slices >= gi_slices:
+        return [(0, gi_slices)]
+    return [(s, ci_slices) for s in range(0, gi_slices - ci_slices + 1, ci_slices)]
+
+
+def place_cis(gi_slices: int, sizes: list[int], taken: list[tuple[int, int]] | None = None,
+              known: dict[int, list[tuple[int, int]]] | None = None) -> list[tuple[int, int]] | None:
+    """Placements for compute instances of the given sizes beside ``taken`` ones, or None."""
+    taken = list(taken or [])
+    order = sorted(range(len(sizes)), key=lambda i: -sizes[i])
+    result: list[tuple[int, int] | None] = [None] * len(sizes)
+
+    def search(k: int) -> bool:
+        if k == len(order):
+            return True
+        i = order[k]
+        for pl in ci_placements(gi_slices, sizes[i], (known or {}).get(sizes[i])):
+            if pl[0] + pl[1] > gi_slices or any(_overlaps(pl, t) for t in taken):
+                continue
+            taken.append(pl)
+            result[i] = pl
+            if search(k + 1):
+                return True
+            taken.pop()
+        return False
+
+    return result if search(0) else None  # type: ignore[return-value]
+
+
+def _blocking(profiles: list[dict], occupied: list[tuple[int, int]], pl: tuple[int, int]) -> int:
+    """How many still-free placements of any profile ``pl`` would take away."""
+    return sum(1 for p in profiles for q in p["placements"]
+               if _overlaps(tuple(q), pl) and not any(_overlaps(tuple(q), o) for o in occupied))
+
+
+def place_gis(profiles: list[dict], specs: list[dict], occupied: list[tuple[int, int]]) -> list[tuple[int, int]] | None:
+    """Explicit placements for new GPU instances around ``occupied`` ones, or None.
+
+    Largest first; each tries the placements that block the fewest other free
+    placements first, so the free space left behind stays as usable as possible.
+    """
+    by_id = {p["id"]: p for p in profiles}
+    order = sorted(range(len(specs)), key=lambda i: (-by_id[specs[i]["profile_id"]]["slices"],
+                                                     len(by_id[specs[i]["profile_id"]]["placements"])))
+    taken = list(occupied)
+    result: list[tuple[int, int] | None] = [None] * len(specs)
+    seen_fail: set = set()
+
+    def search(k: int) -> bool:
+        if k == len(order):
+            return True
+        key = (k, tuple(sorted(taken)))
+        if key in seen_fail:
+            return False
+        prof = by_id[specs[order[k]]["profile_id"]]
+        options = [tuple(pl) for pl in prof["placements"] if not any(_overlaps(tuple(pl), t) for t in taken)]
+        options.sort(key=lambda pl: (_blocking(profiles, taken, pl), pl[0]))
+        for pl in options:
+            taken.append(pl)
+            result[order[k]] = pl
+            if search(k + 1):
+                return True
+            taken.pop()
+        seen_fail.add(key)
+        return False
+
+    return result if search(0) else None  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------- layouts
+
+def layout_from_mig_devices(profiles: list[dict], mig_devices: dict, model: str = "this GPU") -> list[dict]:
+    """mig-parted's ``mig-devices`` (MIG device name -> count) as GI specs.
+
+    Like mig-parted, compute instances of the same GPU instance profile share a GPU
+    instance while they fit in it (``1c.3g.40gb: 3`` is one 3g.40gb with three 1c
+    compute instances); whole-GI devices (``3g.40gb: 2``) get a GPU instance each.
+    """
+    wanted: dict[int, list[int]] = {}
+    for name, count in (mig_devices or {}).items():
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise MigError(f"mig-devices: the count for '{name}' must be a whole number >= 0, not {count!r}")
+        profile, ci_slices = resolve_gi_profile(profiles, str(name), model)
+        wanted.setdefault(profile["id"], []).extend([ci_slices] * count)
+    specs = []
+    for profile_id, sizes in sorted(wanted.items()):
+        gi_slices = next(p["slices"] for p in profiles if p["id"] == profile_id)
+        open_gis: list[list[int]] = []
+        for size in sorted(sizes, reverse=True):
+            for group in open_gis:
+                if sum(group) + size <= gi_slices and place_cis(gi_slices, group + [size]) is not None:
+                    group.append(size)
+                    break
+            else:
+                open_gis.append([size])
+        specs.extend({"profile_id": profile_id, "cis": sorted(group, reverse=True)} for group in open_gis)
+    return specs
+
+
+def describe_specs(profiles: list[dict], specs: list[dict]) -> str:
+    by_id = {p["id"]: p for p in profiles}
+    counts = Counter(device_name(by_id[s["profile_id"]], c) for s in specs for c in s["cis"])
+    return ", ".join(f"{n} x{k}" if k > 1 else n for n, k in sorted(counts.items())) or "no instances"
+
+
+def _fits(profiles: list[dict], specs: list[dict]) -> bool:
+    by_id = {p["id"]: p for p in profiles}
+    counts = Counter(s["profile_id"] for s in specs)
+    if any(counts[i] > by_id[i]["instance_count"] for i in counts):
+        return False
+    return place_gis(profiles, specs, []) is not None
+
+
+def total_slices(profiles: list[dict]) -> int:
+    """Compute slices of the GPU: carried by the profiles list when read from the driver."""
+    return max([p.get("gpu_slices", 0) for p in profiles] + [p["slices"] for p in profiles] + [0])
+
+
+def check_feasible(profiles: list[dict], specs: list[dict], model: str) -> None:
+    """Reject an impossible layout before anything changes, saying why and what would fit."""
+    by_id = {p["id"]: p for p in profiles}
+    for profile_id, n in Counter(s["profile_id"] for s in specs).items():
+        prof = by_id[profile_id]
+        if n > prof["instance_count"]:
+            raise MigError(f"{model} can hold at most {prof['instance_count']} x {prof['name']}, not {n}"
+                           + _suggest(profiles, specs))
+    total = total_slices(profiles)
+    needed = sum(by_id[s["profile_id"]]["slices"] for s in specs)
+    if needed > total:
+        raise MigError(f"layout '{describe_specs(profiles, specs)}' needs {needed} compute slices, {model} has {total}"
+                       + _suggest(profiles, specs))
+    if not _fits(profiles, specs):
+        where = "; ".join(f"{by_id[i]['name']} only at " + ",".join(f"{a}:{b}" for a, b in by_id[i]["placements"])
+                          for i in sorted({s["profile_id"] for s in specs}))
+        raise MigError(f"layout '{describe_specs(profiles, specs)}' uses {needed} of {total} compute slices but no "
+                       f"arrangement of placements fits on {model} ({where})" + _suggest(profiles, specs))
+
+
+def _suggest(profiles: list[dict], specs: list[dict]) -> str:
+    """Nearby valid layouts: the target with the fewest GPU instances removed."""
+    found: list[str] = []
+    for drop in range(1, len(specs)):
+        for removed in itertools.combinations(range(len(specs)), drop):
+            rest = [s for i, s in enumerate(specs) if i not in removed]
+            text = describe_specs(profiles, rest)
+            if text not in found and _fits(profiles, rest):
+                found.append(text)
+            if len(found) >= 3:
+                break
+        if found:
+            break
+    return ("; valid layouts close to it: " + " | ".join(found)) if found else ""
+
+
+# --------------------------------------------------------------------------- planning
+
+def device_counts(current: list[dict]) -> Counter:
+    """(GI profile id, CI slices) -> how many MIG devices (what mig-parted compares)."""
+    return Counter((gi["profile_id"], ci["slices"]) for gi in current for ci in gi["compute_instances"])
+
+
+def spec_counts(specs: list[dict]) -> Counter:
+    return Counter((s["profile_id"], c) for s in specs for c in s["cis"])
+
+
+def matches(current: list[dict], specs: list[dict]) -> bool:
+    """The GPU already holds the layout: same MIG devices, and no GPU instance without any."""
+    return device_counts(current) == spec_counts(specs) and all(gi["compute_instances"] for gi in current)
+
+
+def _ci_edit(gi: dict, spec: dict, gi_slices: int) -> tuple[list[dict], list[dict], list[int]] | None:
+    """Keep what of a GI's compute instances the spec wants: (kept, destroyed, sizes to create)."""
+    want = Counter(spec["cis"])
+    kept, destroyed = [], []
+    for ci in sorted(gi["compute_instances"], key=lambda c: (bool(c.get("processes")) is False, c["id"])):
+        if want[ci["slices"]] > 0:
+            want[ci["slices"]] -= 1
+            kept.append(ci)
+        else:
+            destroyed.append(ci)
+    new = sorted(want.elements(), reverse=True)
+    if new and place_cis(gi_slices, new, [(c["start"], c["size"]) for c in kept]) is None:
+        # the kept compute instances leave no room in the right places: rebuild this GI's CIs
+        if place_cis(gi_slices, list(spec["cis"])) is None:
+            return None
+        return [], list(gi["compute_instances"]), sorted(spec["cis"], reverse=True)
+    return kept, destroyed, new
+
+
+def plan_layout(profiles: list[dict], current: list[dict], specs: list[dict], model: str = "this GPU") -> dict:
+    """Minimal-disruption plan from ``current`` GPU instances to the layout ``specs``.
+
+    ``current`` GIs: {id, profile_id, start, size, compute_instances: [{id, slices, start,
+    size, mig_uuid, processes}]}.  Returns {"keep": [...], "destroy_gis": [...], "destroy_cis":
+    [...], "create": [...], "cost": (busy instances destroyed, instances destroyed)}.
+
+    Exhaustive branch and bound over which existing GPU instances to keep (and as which
+    target GI), so the instances destroyed are the fewest possible; instances with
+    running processes weigh more than any number of idle ones.  New GPU instances get
+    explicit placements around the kept ones.
+    """
+    check_feasible(profiles, specs, model)
+    by_id = {p["id"]: p for p in profiles}
+    classes: dict[tuple, int] = Counter((s["profile_id"], tuple(s["cis"])) for s in specs)
+    class_list = list(classes)
+    best: dict = {"cost": None}
+    gis = sorted(current, key=lambda g: (-len(g["compute_instances"]), g["id"]))
+
+    def gi_cost(gi: dict) -> tuple[int, int]:
+        busy = sum(1 for c in gi["compute_instances"] if c.get("processes"))
+        return busy, 1 + len(gi["compute_instances"])
+
+    def finish(assign: list, cost: tuple[int, int], ci_edits: list) -> None:
+        remaining = Counter(classes)
+        for _gi, cls in assign:
+            remaining[cls] -= 1
+        new_specs = [{"profile_id": c[0], "cis": list(c[1])} for c in class_list for _ in range(remaining[c])]
+        occupied = [(gi["start"], gi["size"]) for gi, _cls in assign]
+        placements = place_gis(profiles, new_specs, occupied)
+        if placements is None:
+            return
+        if best["cost"] is None or cost < best["cost"]:
+            best.update(cost=cost, assign=list(assign), edits=list(ci_edits), new=new_specs, placements=placements)
+
+    def search(k: int, assign: list, used: Counter, cost: tuple[int, int], ci_edits: list) -> None:
+        if best["cost"] is not None and cost >= best["cost"]:
+            return
+        if k == len(gis):
+            finish(assign, cost, ci_edits)
+            return
+        gi = gis[k]
+        for cls in class_list:
+            if cls[0] != gi["profile_id"] or used[cls] >= classes[cls]:
+                continue
+            edit = _ci_edit(gi, {"profile_id": cls[0], "cis": list(cls[1])}, by_id[cls[0]]["slices"])
+            if edit is None:
+                continue
+            destroyed = edit[1]
+            extra = (sum(1 for c in destroyed if c.get("processes")), len(destroyed))
+            used[cls] += 1
+            assign.append((gi, cls))
+            ci_edits.append(edit)
+            search(k + 1, assign, used, (cost[0] + extra[0], cost[1] + extra[1]), ci_edits)
+            ci_edits.pop()
+            assign.pop()
+            used[cls] -= 1
+        gone = gi_cost(gi)
+        search(k + 1, assign, used, (cost[0] + gone[0], cost[1] + gone[1]), ci_edits)
+
+    search(0, [], Counter(), (0, 0), [])
+    if best["cost"] is None:  # cannot happen after check_feasible: destroying everything always fits
+        raise MigError(f"no plan reaches layout '{describe_specs(profiles, specs)}' on {model}")
+    kept_ids = {gi["id"] for gi, _cls in best["assign"]}
+    plan = {"keep": [], "destroy_gis": [], "destroy_cis": [], "create": [], "cost": best["cost"]}
+    for (gi, _cls), (kept, destroyed, new) in zip(best["assign"], best["edits"]):
+        plan["keep"].append({"gi": gi, "kept_cis": kept, "new_cis": new})
+        plan["destroy_cis"].extend({"gi": gi, "ci": ci} for ci in destroyed)
+    for gi in current:
+        if gi["id"] not in kept_ids:
+            plan["destroy_cis"].extend({"gi": gi, "ci": ci} for ci in gi["compute_instances"])
+            plan["destroy_gis"].append(gi)
+    for spec, placement in zip(best["new"], best["placements"]):
+        plan["create"].append({"profile_id": spec["profile_id"], "profile": by_id[spec["profile_id"]]["name"],
+                               "start": placement[0], "size": placement[1], "cis": list(spec["cis"])})
+    return plan
+
+
+def plan_is_empty(plan: dict) -> bool:
+    return not (plan["destroy_gis"] or plan["destroy_cis"] or plan["create"]
+                or any(k["new_cis"] for k in plan["keep"]))
+
+
+def minimum_destroyed(profiles: list[dict], current: list[dict], specs: list[dict]) -> int:
+    """Instances (GPU + compute) the optimal plan destroys; for tests and benchmarks."""
+    if matches(current, specs):
+        return 0
+    return plan_layout(profiles, current, specs)["cost"][1]
+
+
+def render_layout(profiles: list[dict], current: list[dict]) -> list[str]:
+    """One line per GPU instance, for diffs and messages."""
+    by_id = {p["id"]: p for p in profiles}
+    lines = []
+    for gi in sorted(current, key=lambda g: (g["start"], g["id"])):
+        name = by_id[gi["profile_id"]]["name"] if gi["profile_id"] in by_id else str(gi["profile_id"])
+        cis = ", ".join(device_name(by_id.get(gi["profile_id"], {"name": name, "slices": 0}), c["slices"])
+                        + (f" {c['mig_uuid']}" if c.get("mig_uuid") else "") for c in gi["compute_instances"])
+        lines.append(f"{name} at {gi['start']}:{gi['size']}: [{cis or 'no compute instance'}]")
+    return lines

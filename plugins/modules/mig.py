@@ -1,0 +1,336 @@
+#!/usr/bin/python
+# Copyright (c) gpuops.sharing contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: mig
+short_description: Declare the MIG layout of a host's NVIDIA GPUs and get it, destroying as little as possible
+version_added: 0.1.0
+description:
+  - Enables or disables MIG mode and creates GPU instances and compute instances so that each selected GPU holds
+    exactly the layout you declare, in NVIDIA mig-parted's configuration format.
+  - Profile names, ids, slice counts and placements are read from the driver on the host, never from a table in
+    the module, so any layout that is valid on the GPU model is realised. A layout is turned into explicit
+    placements for the whole GPU before anything changes, so layouts whose creation order matters (the MIG User
+    Guide's C(-cgi 19,19,14,9) on an A100) work, and each instance is created with one call.
+  - Existing GPU and compute instances that fit the new layout are kept, with their MIG device UUIDs; only what must
+    go is destroyed, and new instances are placed around the kept ones. When kept instances leave the free slices
+    too fragmented, the fewest instances are moved.
+  - An impossible layout is rejected before anything changes, with the reason and valid layouts close to it.
+  - Instances with running processes are never destroyed unless O(force=true).
+  - MIG mode changes that need a GPU reset (Ampere GPUs such as A100 and A30) reset the GPU only when no process
+    uses it (O(reset=auto)); otherwise the module fails naming the processes, or returns RV(reboot_required) with
+    O(reset=never) or where the platform cannot reset the GPU (VM pass-through).
+  - A layout does not survive a reboot (the driver keeps MIG mode, not instances); the P(gpuops.sharing.mig#role)
+    role re-applies it at boot with this module's code.
+extends_documentation_fragment:
+  - gpuops.sharing._attributes
+  - gpuops.sharing._attributes.NVML
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Makes no NVML call that changes anything and reports the operations it would perform.
+  diff_mode:
+    support: full
+    details:
+      - The before and after layout of every GPU whose layout changes, one line per GPU instance.
+  idempotent:
+    support: full
+options:
+  config:
+    description:
+      - The layout, as the list of entries of one mig-parted configuration (what sits under a name in
+        C(mig-configs)).
+      - Each entry has C(devices) (V(all), or a list of GPU indices or GPU UUIDs), an optional C(device-filter)
+        (a PCI device id such as V(0x20B010DE), optionally with V(:subsystem), or a model name such as
+        V(NVIDIA A100-SXM4-40GB); a string or a list), C(mig-enabled) (bool) and C(mig-devices), a mapping from
+        MIG device name to count.
+      - A MIG device name is a GPU instance profile (V(3g.40gb), V(1g.10gb+me)), meaning one GPU instance with one
+        compute instance spanning it, or V(<C>c.<GPU instance profile>) (V(1c.3g.40gb)), a compute instance using
+        C compute slices; such compute instances share GPU instances of that profile as far as they fit, as with
+        mig-parted.
+      - Names are matched to the driver's profiles by compute slices and attributes (V(+me), V(+gfx), ...),
+        so a name from another board or driver branch (V(1g.24gb) where the driver says V(1g.23gb)) still works.
+      - When several entries select a GPU, the last one wins. GPUs that no entry selects are left alone.
+        An entry with C(devices=all) skips GPUs that do not support MIG.
+    type: list
+    elements: dict
+  config_file:
+    description:
+      - A mig-parted configuration file on the managed host (C(version=v1), C(mig-configs)), for example the
+        C(/etc/nvidia-mig-manager/config.yaml) of NVIDIA's mig-manager, so existing GPU Operator and mig-parted
+        configurations work unchanged. Needs PyYAML on the host.
+    type: path
+  config_name:
+    description:
+      - The configuration in O(config_file) to apply, for example V(all-balanced).
+    type: str
+  reset:
+    description:
+      - What to do when a MIG mode change needs a GPU reset to take effect (Ampere GPUs).
+      - V(auto) resets the GPU with C(nvidia-smi -r) when no process uses it; when the reset is refused, the
+        module fails and says what holds the GPU (processes, nvidia-persistenced, DCGM, Fabric Manager,
+        a loaded nvidia_drm).
+      - V(never) leaves the mode pending and returns RV(reboot_required=true); the layout is applied after the
+        reboot (by the role's boot unit, or by running this module again).
+    type: str
+    choices: [auto, never]
+    default: auto
+  force:
+    description:
+      - Allow destroying instances that processes are using. The processes are sent SIGTERM, then SIGKILL,
+        and the instances destroyed once the driver no longer lists them.
+    type: bool
+    default: false
+notes:
+  - Runs as root (C(become=true)).
+  - GPU instance placements are in the driver's units (memory slices), as C(nvidia-smi mig -lgipp) prints them.
+seealso:
+  - module: gpuops.sharing.gpu_info
+  - name: NVIDIA MIG User Guide
+    description: Profiles, placements and MIG mode.
+    link: https://docs.nvidia.com/datacenter/tesla/mig-user-guide/
+  - name: NVIDIA mig-parted
+    description: The configuration format this module reads.
+    link: https://github.com/NVIDIA/mig-parted
+author:
+  - gpuops.sharing maintainers (@gpuops)
+"""
+
+EXAMPLES = r"""
+- name: Two 3g.40gb instances on every H100 of the host
+  gpuops.sharing.mig:
+    config:
+      - devices: all
+        device-filter: "0x233010DE"
+        mig-enabled: true
+        mig-devices:
+          3g.40gb: 2
+  become: true
+
+- name: A mixed A100 layout that creating in listed order cannot reach (the module places it as a whole)
+  gpuops.sharing.mig:
+    config:
+      - devices: [0]
+        mig-enabled: true
+        mig-devices:
+          1g.5gb: 2
+          2g.10gb: 1
+          3g.20gb: 1
+  become: true
+
+- name: Seven MIG devices in one full-size GPU instance, and MIG off on GPU 3
+  gpuops.sharing.mig:
+    config:
+      - devices: [0, 1, 2]
+        mig-enabled: true
+        mig-devices:
+          1c.7g.80gb: 7
+      - devices: [3]
+        mig-enabled: false
+  become: true
+
+- name: Apply a named configuration from NVIDIA mig-manager's config file
+  gpuops.sharing.mig:
+    config_file: /etc/nvidia-mig-manager/config.yaml
+    config_name: all-balanced
+  become: true
+
+- name: Change MIG mode without resetting busy GPUs; reboot later
+  gpuops.sharing.mig:
+    config:
+      - devices: all
+        mig-enabled: true
+        mig-devices:
+          1g.10gb: 7
+    reset: never
+  become: true
+  register: mig
+
+- name: Reboot when the MIG mode change needs it
+  ansible.builtin.reboot:
+  when: mig.reboot_required
+  become: true
+"""
+
+RETURN = r"""
+reboot_required:
+  description: Some GPU needs a reboot (or a GPU reset) before its layout can be applied.
+  returned: always
+  type: bool
+kept:
+  description: GPU and compute instances kept as they were.
+  returned: always
+  type: int
+destroyed:
+  description: GPU and compute instances destroyed (or that would be, in check mode).
+  returned: always
+  type: int
+created:
+  description: GPU and compute instances created (or that would be, in check mode).
+  returned: always
+  type: int
+gpus:
+  description: One entry per GPU of the host.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    index:
+      description: NVML index.
+      type: int
+    uuid:
+      description: GPU UUID.
+      type: str
+    name:
+      description: Product name.
+      type: str
+    managed:
+      description: Whether a configuration entry selected this MIG-capable GPU.
+      type: bool
+    config_entry:
+      description: Number (from 0) of the entry that selected the GPU, V(null) if none.
+      type: int
+    mig_enabled:
+      description: MIG mode in effect after the run.
+      type: bool
+    mig_pending:
+      description: MIG mode after the next reset or reboot.
+      type: bool
+    reset:
+      description: Whether the GPU was reset to apply the MIG mode.
+      type: bool
+    reboot_required:
+      description: This GPU needs a reboot to finish.
+      type: bool
+    changed:
+      description: Whether this GPU changed.
+      type: bool
+    kept:
+      description: Instances kept on this GPU.
+      type: int
+    destroyed:
+      description: Instances destroyed on this GPU.
+      type: int
+    created:
+      description: Instances created on this GPU.
+      type: int
+    operations:
+      description: What was done (or would be, in check mode), in order.
+      type: list
+      elements: str
+      sample: ["destroy GPU instance 13 (1g.10gb at 6:1)", "create GPU instance 2g.20gb at 4:2 with 2g.20gb"]
+    before:
+      description: Layout before the run, one line per GPU instance.
+      type: list
+      elements: str
+    after:
+      description: Layout after the run (planned, in check mode).
+      type: list
+      elements: str
+      sample: ["3g.40gb at 0:4: [3g.40gb MIG-5c1b...]", "3g.40gb at 4:4: [1c.3g.40gb MIG-0d2e..., 2c.3g.40gb MIG-77aa...]"]
+    instances:
+      description: GPU instances after the run with C(gpu_instance_id), C(profile), C(profile_id), C(placement)
+        and C(compute_instances) (each with C(compute_instance_id), C(profile), C(placement) and C(mig_uuid)),
+        as MPS and Kubernetes configuration consume them. Empty in check mode for GPUs that would change.
+      type: list
+      elements: dict
+done:
+  description: Operations completed before a failure; the next run continues from there.
+  returned: failure
+  type: list
+  elements: str
+"""
+
+import traceback
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.gpuops.sharing.plugins.module_utils import _mig, _mig_apply, _mig_config
+from ansible_collections.gpuops.sharing.plugins.module_utils._nvml import (
+    HAS_PYNVML,
+    PYNVML_IMPORT_ERROR,
+    Nvml,
+    NvmlError,
+)
+
+try:
+    import yaml
+except ImportError:
+    yaml = None
+    YAML_IMPORT_ERROR = traceback.format_exc()
+else:
+    YAML_IMPORT_ERROR = None
+
+
+def load_entries(module: AnsibleModule) -> list[dict]:
+    params = module.params
+    if params["config"] is not None:
+        return _mig_config.normalize_entries(params["config"], "config")
+    if yaml is None:
+        module.fail_json(msg=missing_required_lib("PyYAML"), exception=YAML_IMPORT_ERROR)
+    path = params["config_file"]
+    try:
+        with open(path) as fh:
+            data = yaml.safe_load(fh)
+    except OSError as exc:
+        raise _mig_config.ConfigError(f"cannot read config_file {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise _mig_config.ConfigError(f"config_file {path} is not valid YAML: {exc}") from None
+    return _mig_config.select_config(_mig_config.parse_spec(data, path), params["config_name"], path)
+
+
+def diff_text(gpus: list[dict], key: str) -> str:
+    lines = []
+    for gpu in gpus:
+        if gpu["changed"]:
+            lines.append(f"GPU {gpu['index']} {gpu['name']} ({gpu['uuid']}):")
+            lines.extend("  " + line for line in (gpu[key] or ["(no GPU instances)"]))
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "config": {"type": "list", "elements": "dict"},
+            "config_file": {"type": "path"},
+            "config_name": {"type": "str"},
+            "reset": {"type": "str", "choices": ["auto", "never"], "default": "auto"},
+            "force": {"type": "bool", "default": False},
+        },
+        mutually_exclusive=[("config", "config_file")],
+        required_one_of=[("config", "config_file")],
+        required_together=[("config_file", "config_name")],
+        supports_check_mode=True,
+    )
+    empty = {"changed": False, "reboot_required": False, "kept": 0, "destroyed": 0, "created": 0, "gpus": []}
+    if not HAS_PYNVML:
+        module.fail_json(msg=missing_required_lib("nvidia-ml-py"), exception=PYNVML_IMPORT_ERROR, **empty)
+
+    def run(argv):
+        return module.run_command(argv, environ_update={"LC_ALL": "C", "LANG": "C"})
+
+    try:
+        entries = load_entries(module)
+        with Nvml() as nv:
+            host = _mig_apply.HostMig(nv, run, check_mode=module.check_mode, reset=module.params["reset"],
+                                      force=module.params["force"], nvidia_smi=module.get_bin_path("nvidia-smi"))
+            try:
+                result = host.apply(entries)
+            except _mig_apply.MigApplyError as exc:
+                module.fail_json(msg=exc.message, done=exc.done, **dict(empty, changed=bool(exc.done)))
+    except (_mig_config.ConfigError, _mig.MigError) as exc:
+        module.fail_json(msg=str(exc), **empty)
+    except NvmlError as exc:
+        module.fail_json(msg=exc.message, **empty)
+    if module._diff:
+        result["diff"] = {"before": diff_text(result["gpus"], "before"), "after": diff_text(result["gpus"], "after")}
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""Property tests: any current layout, any valid target, on every catalogue model.
+
+Plans are applied through the real stack (HostMig -> _nvml -> nvidia-ml-py -> gpusim):
+the result is exactly the target, re-planning yields nothing, check mode writes
+nothing, and the instances destroyed are the fewest possible (a brute-force oracle
+in gpusim.layouts, independent of the planner, says what that is).
+"""
+
+from __future__ import annotations
+
+import random
+
+import pynvml
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ansible_collections.gpuops.sharing.plugins.module_utils import _mig, _mig_apply
+from ansible_collections.gpuops.sharing.plugins.module_utils._nvml import Nvml
+from gpusim import catalogue, device, layouts
+from gpusim import state as gstate
+
+MIG_MODELS = [k for k in catalogue.model_keys() if catalogue.MODELS[k].get("mig")]
+
+
+def build(path: str, model: str, current: list[dict]) -> None:
+    with gstate.transaction(path) as data:
+        for gi in current:
+            made = device.create_gi(data, 0, gi["profile_id"], (gi["start"], gi["size"]))
+            prof = device.gi_profile(device.get_gpu(data, 0), gi["profile_id"])
+            for size, start in gi["cis"]:
+                cprof = next(c for c in prof["compute_instance_profiles"] if c["slices"] == size)
+                device.create_ci(data, 0, made["id"], cprof["id"], (start, size))
+        data["counters"]["nvml_writes"] = 0
+
+
+def no_commands(argv):
+    raise AssertionError(f"unexpected command {argv}")
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(model=st.sampled_from(MIG_MODELS), seed=st.integers(0, 2**32 - 1))
+def test_any_state_to_any_valid_layout(sim, model, seed):
+    rng = random.Random(seed)
+    sim.init(model, 1, "--mig-enabled")
+    current = layouts.random_state(model, rng)
+    build(sim.path, model, current)
+    target = layouts.random_target(model, rng)
+    entries = [{"devices": "all", "device_filter": [], "mig_enabled": True, "mig_devices": target}]
+    pynvml.nvmlLib = None
+    pynvml._nvmlGetFunctionPointer_cache.clear()
+    with Nvml() as nv:
+        checked = _mig_apply.HostMig(nv, no_commands, check_mode=True).apply(entries)
+        assert sim.state()["counters"]["nvml_writes"] == 0, "check mode wrote to the driver"
+        host = _mig_apply.HostMig(nv, no_commands)
+        result = host.apply(entries)
+        gpu = result["gpus"][0]
+        assert (gpu["kept"], gpu["destroyed"], gpu["created"]) == \
+            (checked["gpus"][0]["kept"], checked["gpus"][0]["destroyed"], checked["gpus"][0]["created"])
+        writes = sim.state()["counters"]["nvml_writes"]
+        assert writes == gpu["destroyed"] + gpu["created"], "one driver call per instance destroyed or created"
+        again = _mig_apply.HostMig(nv, no_commands).plan(entries)[0]
+        assert again["layout_plan"] is None, "re-planning must yield nothing"
+        facts = host.observe(nv.gpu(0))
+        specs = _mig.layout_from_mig_devices(facts["profiles"], target)
+        assert _mig.matches(facts["current"], specs)
+    oracle_target = [{"profile_id": s["profile_id"], "cis": s["cis"]} for s in specs]
+    assert gpu["destroyed"] == layouts.min_destroyed(model, current, oracle_target)
+
+
+@pytest.mark.parametrize("model", MIG_MODELS)
+def test_every_valid_layout_is_realised(sim, model):
+    """Every multiset of GPU instances that fits on the model is reached from an empty GPU."""
+    profiles = {p["id"]: p for p in layouts.gi_profiles(model)}
+    all_layouts = layouts.all_layouts(model)
+    assert all_layouts
+    sim.init(model, 1, "--mig-enabled")
+    pynvml.nvmlLib = None
+    pynvml._nvmlGetFunctionPointer_cache.clear()
+    with Nvml() as nv:
+        driver = nv.gi_profiles(nv.gpu(0), with_capacity=False)
+        for layout in all_layouts:
+            specs = [{"profile_id": pid, "cis": [profiles[pid]["slices"]]} for pid in layout]
+            plan = _mig.plan_layout(driver, [], specs, model)
+            assert len(plan["create"]) == len(layout), (model, layout)
