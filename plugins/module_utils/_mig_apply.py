@@ -178,13 +178,15 @@ class HostMig:
                 self._destroy_everything(facts, res, label)
             if facts["mig_enabled"] or facts["mig_pending"]:
                 self._set_mode(facts, res, False, label)
+                res["mig_enabled"], res["mig_pending"] = facts["mig_enabled"], facts["mig_pending"]
             res["after"] = [] if not res["reboot_required"] else res["before"]
             return res
         if not facts["mig_enabled"] or not facts["mig_pending"]:
             self._set_mode(facts, res, True, label)
+            res["mig_enabled"], res["mig_pending"] = facts["mig_enabled"], facts["mig_pending"]
             if res["reboot_required"] or self.check_mode and not facts["mig_enabled"]:
                 plan = _mig.plan_layout(facts["profiles"], [], item["specs"], label)
-                self._count_layout(plan, res, run=False)
+                self._count_layout(plan, res, run=False, facts=facts, label=label)
                 res["after"] = [f"{c['profile']} at {c['start']}:{c['size']} (after the MIG mode change)"
                                 for c in plan["create"]]
                 return res

@@ -42,6 +42,7 @@ Behaviour modelled, with the source it follows:
 from __future__ import annotations
 
 import hashlib
+import os
 import uuid as uuidlib
 
 from . import catalogue
@@ -267,7 +268,7 @@ def destroy_gi(state: dict, index: int, gi_id: int) -> None:
     gi = get_gi(gpu, gi_id)
     if gi["compute_instances"]:
         raise DriverError("IN_USE", f"GPU instance {gi_id} still has compute instances")
-    if any(p.get("gi_id") == gi_id for p in gpu["processes"]):
+    if any(p.get("gi_id") == gi_id for p in live_processes(gpu)):
         raise DriverError("IN_USE", f"GPU instance {gi_id} is in use by processes")
     gpu["gpu_instances"].remove(gi)
     count_write(state)
@@ -325,7 +326,7 @@ def destroy_ci(state: dict, index: int, gi_id: int, ci_id: int) -> None:
     require_mig_enabled(gpu)
     gi = get_gi(gpu, gi_id)
     ci = get_ci(gi, ci_id)
-    if any(p.get("gi_id") == gi_id and p.get("ci_id") == ci_id for p in gpu["processes"]):
+    if any(p.get("gi_id") == gi_id and p.get("ci_id") == ci_id for p in live_processes(gpu)):
         raise DriverError("IN_USE", f"compute instance {ci_id} of GPU instance {gi_id} has running processes")
     gi["compute_instances"].remove(ci)
     count_write(state)
@@ -339,8 +340,28 @@ def mig_devices(gpu: dict) -> list[tuple[dict, dict]]:
 
 # --------------------------------------------------------------------------- modes, reset, reboot
 
+def live_processes(gpu: dict) -> list[dict]:
+    """The GPU's processes; a process registered as ``live`` is gone once its PID has exited,
+    as the driver drops a process's contexts when it dies."""
+    return [p for p in gpu["processes"] if not p.get("live") or _pid_alive(p["pid"])]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(") ", 1)[1][:1] != "Z"
+    except OSError:
+        return False
+
+
 def gpu_busy_reasons(state: dict, gpu: dict) -> list[str]:
-    reasons = [f"process {p['pid']} ({p.get('name', '?')})" for p in gpu["processes"]]
+    reasons = [f"process {p['pid']} ({p.get('name', '?')})" for p in live_processes(gpu)]
     reasons += list(state.get("holders", []))
     return reasons
 
@@ -355,7 +376,7 @@ def set_mig_mode(state: dict, index: int, mode: int) -> str:
     count_write(state)
     busy = gpu_busy_reasons(state, gpu)
     if not mig.get("mode_change_requires_reset", model_of(gpu)["architecture"] in ARCH_NEEDS_RESET):
-        if gpu["processes"] and mode != gpu["mig_current"]:
+        if live_processes(gpu) and mode != gpu["mig_current"]:
             raise DriverError("IN_USE", "processes are running on the GPU")
         gpu["mig_current"] = gpu["mig_pending"] = mode
         return "SUCCESS"
@@ -422,7 +443,7 @@ def reboot(state: dict) -> None:
 # --------------------------------------------------------------------------- processes
 
 def add_process(state: dict, index: int, pid: int, name: str = "python3", used_memory_mib: int = 1024,
-                gi_id: int | None = None, ci_id: int | None = None) -> dict:
+                gi_id: int | None = None, ci_id: int | None = None, live: bool = False) -> dict:
     gpu = get_gpu(state, index)
     if gpu["mig_current"]:
         if gi_id is None or ci_id is None:
@@ -431,7 +452,8 @@ def add_process(state: dict, index: int, pid: int, name: str = "python3", used_m
         get_ci(get_gi(gpu, gi_id), ci_id)
     elif gi_id is not None or ci_id is not None:
         raise DriverError("INVALID_ARGUMENT", f"GPU {index} is not in MIG mode; --gi/--ci do not apply")
-    proc = {"pid": int(pid), "name": name, "used_memory_mib": int(used_memory_mib), "gi_id": gi_id, "ci_id": ci_id}
+    proc = {"pid": int(pid), "name": name, "used_memory_mib": int(used_memory_mib), "gi_id": gi_id, "ci_id": ci_id,
+            "live": bool(live)}
     gpu["processes"] = [p for p in gpu["processes"] if p["pid"] != proc["pid"]] + [proc]
     return proc
 

@@ -314,10 +314,10 @@ class FakeLibrary:
         kind, gpu, gi, ci = self._resolve(self._state(), handle, (KIND_DEVICE, KIND_MIG))
         if kind == KIND_MIG:
             total = dev.gi_profile(gpu, gi["profile_id"])["memory_mib"] * MIB
-            procs = [p for p in gpu["processes"] if p.get("gi_id") == gi["id"]]
+            procs = [p for p in dev.live_processes(gpu) if p.get("gi_id") == gi["id"]]
         else:
             total = dev.model_of(gpu)["memory_total_mib"] * MIB
-            procs = gpu["processes"]
+            procs = dev.live_processes(gpu)
         used = min(total, sum(p.get("used_memory_mib", 0) for p in procs) * MIB)
         return total, used
 
@@ -599,7 +599,7 @@ class FakeLibrary:
     # ---- processes
     def _processes(self, handle):
         kind, gpu, gi, ci = self._resolve(self._state(), handle, (KIND_DEVICE, KIND_MIG))
-        procs = gpu["processes"]
+        procs = dev.live_processes(gpu)
         if kind == KIND_MIG:
             procs = [p for p in procs if p.get("gi_id") == gi["id"] and p.get("ci_id") == ci["id"]]
         return procs

@@ -83,7 +83,7 @@ def list_gpus(state: dict) -> str:
 def _query_block(state: dict, gpu: dict) -> list[str]:
     model = dev.model_of(gpu)
     total = model["memory_total_mib"]
-    used = sum(p.get("used_memory_mib", 0) for p in gpu["processes"])
+    used = sum(p.get("used_memory_mib", 0) for p in dev.live_processes(gpu))
     domain, bus, rest = gpu["pci_bus_id"].split(":")
 
     def kv(key, value, ind=4):
@@ -111,9 +111,9 @@ def _query_block(state: dict, gpu: dict) -> list[str]:
     extra = state.get("query_extra", {}).get(str(gpu["index"]))
     if extra:
         lines += extra
-    if gpu["processes"]:
+    if dev.live_processes(gpu):
         lines.append("    Processes")
-        for proc in gpu["processes"]:
+        for proc in dev.live_processes(gpu):
             lines += [kv("GPU instance ID", "N/A" if proc.get("gi_id") is None else proc["gi_id"], 8),
                       kv("Compute instance ID", "N/A" if proc.get("ci_id") is None else proc["ci_id"], 8),
                       kv("Process ID", proc["pid"], 8), kv("Type", "C", 8), kv("Name", proc["name"], 8),
@@ -148,9 +148,9 @@ QUERY_FIELDS = {
     "gpu_bus_id": (None, lambda s, g: g["pci_bus_id"]),
     "pci.device_id": (None, lambda s, g: "0x%08X" % dev.model_of(g)["pci_device_id"]),
     "memory.total": ("MiB", lambda s, g: dev.model_of(g)["memory_total_mib"]),
-    "memory.used": ("MiB", lambda s, g: sum(p.get("used_memory_mib", 0) for p in g["processes"])),
+    "memory.used": ("MiB", lambda s, g: sum(p.get("used_memory_mib", 0) for p in dev.live_processes(g))),
     "memory.free": ("MiB", lambda s, g: dev.model_of(g)["memory_total_mib"]
-                    - sum(p.get("used_memory_mib", 0) for p in g["processes"])),
+                    - sum(p.get("used_memory_mib", 0) for p in dev.live_processes(g))),
     "compute_mode": (None, lambda s, g: COMPUTE_MODES[g["compute_mode"]]),
     "persistence_mode": (None, lambda s, g: _onoff(g["persistence_mode"])),
     "mig.mode.current": (None, lambda s, g: _onoff(g["mig_current"]) if dev.model_of(g).get("mig") else "[N/A]"),

@@ -100,6 +100,7 @@ class SimHost:
 def sim(tmp_path, monkeypatch):
     path = str(tmp_path / "gpusim.json")
     monkeypatch.setenv("GPUSIM_STATE", path)
+    monkeypatch.setenv("PATH", os.path.join(SIMULATOR, "bin") + os.pathsep + os.environ.get("PATH", ""))
     pynvml.nvmlLib = None
     pynvml._nvmlGetFunctionPointer_cache.clear()
     yield SimHost(path)

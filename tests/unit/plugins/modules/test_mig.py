@@ -1,0 +1,234 @@
+"""gpuops.sharing.mig end to end on simulated hosts (main() with injected arguments)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from ansible_collections.gpuops.sharing.plugins.module_utils import _mig_apply
+from ansible_collections.gpuops.sharing.plugins.modules import mig
+
+from ...conftest import SIMULATOR, run_module
+
+BALANCED = [{"devices": "all", "mig-enabled": True,
+             "mig-devices": {"1g.5gb": 2, "2g.10gb": 1, "3g.20gb": 1}}]
+
+
+def layout(state, index=0):
+    gpu = state["gpus"][index]
+    return sorted((gi["profile_id"], gi["start"], gi["size"], tuple(c["uuid"] for c in gi["compute_instances"]))
+                  for gi in gpu["gpu_instances"])
+
+
+def smi(sim, *args):
+    return subprocess.run([sys.executable, os.path.join(SIMULATOR, "bin", "nvidia-smi"), *args],
+                          capture_output=True, text=True, check=False, env={**os.environ, "GPUSIM_STATE": sim.path})
+
+
+def test_apply_then_nothing_to_do(sim):
+    sim.init("A100-SXM4-40GB", 2)
+    first, failed = run_module(mig.main, {"config": BALANCED})
+    assert not failed and first["changed"] and first["created"] == 16 and first["destroyed"] == 0
+    writes = sim.state()["counters"]["nvml_writes"]
+    again, failed = run_module(mig.main, {"config": BALANCED})
+    assert not failed and not again["changed"] and again["kept"] == 16 and again["created"] == 0
+    assert sim.state()["counters"]["nvml_writes"] == writes
+    instances = again["gpus"][0]["instances"]
+    assert sorted(i["profile"] for i in instances) == ["1g.5gb", "1g.5gb", "2g.10gb", "3g.20gb"]
+    assert all(i["compute_instances"][0]["mig_uuid"].startswith("MIG-") for i in instances)
+
+
+def test_check_mode_and_diff_write_nothing(sim):
+    sim.init("H100-SXM5-80GB", 1, "--mig-enabled")
+    run_module(mig.main, {"config": [{"devices": [0], "mig-enabled": True, "mig-devices": {"3g.40gb": 2}}]})
+    before = sim.state()
+    result, failed = run_module(mig.main, {"config": [{"devices": [0], "mig-enabled": True,
+                                                       "mig-devices": {"3g.40gb": 1, "1g.10gb": 3}}],
+                                           "_ansible_check_mode": True, "_ansible_diff": True})
+    assert not failed and result["changed"] and result["kept"] == 2 and result["destroyed"] == 2
+    assert sim.state() == before
+    assert "3g.40gb at" in result["diff"]["before"] and "1g.10gb at" in result["diff"]["after"]
+
+
+def test_minimal_change_keeps_uuids(sim):
+    sim.init("H100-SXM5-80GB", 1, "--mig-enabled")
+    run_module(mig.main, {"config": [{"devices": "all", "mig-enabled": True, "mig-devices": {"3g.40gb": 2}}]})
+    uuids = {gi["start"]: gi["compute_instances"][0]["uuid"] for gi in sim.state()["gpus"][0]["gpu_instances"]}
+    result, _failed = run_module(mig.main, {"config": [{"devices": "all", "mig-enabled": True,
+                                                        "mig-devices": {"3g.40gb": 1, "2g.20gb": 1, "1g.10gb": 1}}]})
+    assert (result["kept"], result["destroyed"], result["created"]) == (2, 2, 4)
+    kept = [gi for gi in sim.state()["gpus"][0]["gpu_instances"] if gi["profile_id"] == 9]
+    assert kept[0]["compute_instances"][0]["uuid"] == uuids[kept[0]["start"]]
+
+
+def test_config_file_and_names(sim, tmp_path):
+    sim.init("A100-SXM4-80GB", 2)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({"version": "v1", "mig-configs": {
+        "all-disabled": [{"devices": "all", "mig-enabled": False}],
+        "custom": [{"devices": [0], "mig-enabled": True, "mig-devices": {"1c.7g.80gb": 7}},
+                   {"devices": [1], "device-filter": "0x20B210DE", "mig-enabled": True,
+                    "mig-devices": {"1g.10gb": 7}}]}}))
+    result, failed = run_module(mig.main, {"config_file": str(path), "config_name": "custom"})
+    assert not failed and result["gpus"][0]["config_entry"] == 0 and result["gpus"][1]["config_entry"] == 1
+    gis = sim.state()["gpus"][0]["gpu_instances"]
+    assert len(gis) == 1 and len(gis[0]["compute_instances"]) == 7
+    assert len(sim.state()["gpus"][1]["gpu_instances"]) == 7
+    off, failed = run_module(mig.main, {"config_file": str(path), "config_name": "all-disabled"})
+    assert not failed and off["destroyed"] == 8 + 14
+    assert [g["mig_current"] for g in sim.state()["gpus"]] == [0, 0]
+
+
+@pytest.mark.parametrize("args,message", [
+    ({"config_file": "/nonexistent.yaml", "config_name": "x"}, "cannot read config_file /nonexistent.yaml"),
+    ({"config": [{"devices": "some", "mig-enabled": True}]}, "devices must be 'all' or a list"),
+    ({"config": [{"devices": "all", "mig-enable": True}]}, "unexpected field 'mig-enable' (did you mean 'mig-enabled'?)"),
+    ({"config": [{"devices": "all"}]}, "missing required field 'mig-enabled'"),
+    ({"config": [{"devices": [5], "mig-enabled": False}]}, "devices 5 do not exist on this host"),
+    ({"config": [{"devices": "all", "mig-enabled": True, "mig-devices": {"5g.30gb": 1}}]},
+     "profile '5g.30gb' does not exist on GPU 0 (NVIDIA A100-SXM4-40GB)"),
+    ({"config": [{"devices": "all", "mig-enabled": True, "mig-devices": {"3g.20gb": 2, "1g.5gb": 1}}]},
+     "no arrangement of placements fits"),
+    ({"config": [{"devices": "all", "mig-enabled": True, "mig-devices": {"1g.5gb": "two"}}]},
+     "must be a whole number >= 0, not 'two'"),
+    ({"config": [{"devices": "all", "device-filter": "0xZZ", "mig-enabled": True}]}, "is not a PCI id"),
+])
+def test_bad_input_fails_before_any_change(sim, args, message):
+    sim.init("A100-SXM4-40GB", 1)
+    result, failed = run_module(mig.main, args)
+    assert failed and message in result["msg"]
+    assert sim.state()["counters"]["nvml_writes"] == 0
+
+
+def test_config_name_not_in_file(sim, tmp_path):
+    sim.init("A100-SXM4-40GB", 1)
+    path = tmp_path / "c.yaml"
+    path.write_text("version: v1\nmig-configs:\n  all-1g.5gb:\n    - devices: all\n      mig-enabled: true\n"
+                    "      mig-devices: {1g.5gb: 7}\n")
+    result, failed = run_module(mig.main, {"config_file": str(path), "config_name": "all-1g.5gbb"})
+    assert failed and "has no configuration 'all-1g.5gbb' (did you mean 'all-1g.5gb'?)" in result["msg"]
+    path.write_text("version: v2\nmig-configs: {}\n")
+    result, failed = run_module(mig.main, {"config_file": str(path), "config_name": "x"})
+    assert failed and "unknown version 'v2'" in result["msg"]
+
+
+def test_mig_on_non_mig_gpu(sim):
+    sim.init("T4", 1)
+    result, failed = run_module(mig.main, {"config": [{"devices": [0], "mig-enabled": True}]})
+    assert failed and "does not support MIG" in result["msg"]
+    result, failed = run_module(mig.main, {"config": [{"devices": "all", "mig-enabled": True}]})
+    assert not failed and not result["changed"] and result["gpus"][0]["managed"] is False
+
+
+def test_busy_instance_is_not_destroyed_without_force(sim):
+    sim.init("H100-SXM5-80GB", 1, "--mig-enabled")
+    run_module(mig.main, {"config": [{"devices": "all", "mig-enabled": True, "mig-devices": {"3g.40gb": 2}}]})
+    gi_id = sim.state()["gpus"][0]["gpu_instances"][0]["id"]
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        sim.gpusim("process", "add", "--gpu", "0", "--pid", str(sleeper.pid), "--gi", str(gi_id), "--ci", "0",
+                   "--live")
+        target = {"config": [{"devices": "all", "mig-enabled": True, "mig-devices": {"7g.80gb": 1}}]}
+        result, failed = run_module(mig.main, target)
+        assert failed and f"used by process(es) {sleeper.pid}" in result["msg"] and "force: true" in result["msg"]
+        assert len(sim.state()["gpus"][0]["gpu_instances"]) == 2
+        result, failed = run_module(mig.main, dict(target, force=True))
+        assert not failed and result["destroyed"] == 4
+        assert sleeper.wait(timeout=5) != 0
+    finally:
+        sleeper.kill()
+
+
+def test_ampere_mode_change_with_processes(sim):
+    sim.init("A100-SXM4-40GB", 1)
+    sim.gpusim("process", "add", "--gpu", "0", "--pid", "4242")
+    result, failed = run_module(mig.main, {"config": BALANCED})
+    assert failed and "processes use the GPU: 4242" in result["msg"]
+    result, failed = run_module(mig.main, {"config": BALANCED, "reset": "never"})
+    assert not failed and result["reboot_required"] and result["changed"]
+    assert sim.state()["gpus"][0]["mig_pending"] == 1 and sim.state()["gpus"][0]["mig_current"] == 0
+    sim.gpusim("reboot")
+    result, failed = run_module(mig.main, {"config": BALANCED})
+    assert not failed and not result["reboot_required"] and result["created"] == 8
+
+
+def test_reset_blocked_by_a_holder_says_what(sim):
+    sim.init("A30-24GB", 1)
+    sim.gpusim("holder", "add", "nvidia-dcgm")
+    result, failed = run_module(mig.main, {"config": [{"devices": "all", "mig-enabled": True,
+                                                        "mig-devices": {"2g.12gb": 2}}]})
+    assert failed and "GPU reset failed" in result["msg"] and "nvidia-dcgm" in result["msg"]
+    assert result["done"] and "enable MIG mode" in result["done"][0]
+
+
+def test_vm_without_reset_needs_reboot(sim):
+    sim.init("A100-SXM4-40GB", 1, "--passthrough-vm")
+    result, failed = run_module(mig.main, {"config": BALANCED})
+    assert not failed and result["reboot_required"] and result["gpus"][0]["mig_pending"] is True
+
+
+def test_hopper_idle_gpu_enables_without_reset(sim):
+    sim.init("H200-141GB", 1)
+    result, failed = run_module(mig.main, {"config": [{"devices": "all", "mig-enabled": True,
+                                                        "mig-devices": {"1g.18gb": 7}}]})
+    assert not failed and not result["reboot_required"] and result["gpus"][0]["reset"] is False
+    assert result["created"] == 14
+
+
+def test_failure_part_way_reports_and_next_run_converges(sim):
+    sim.init("A100-SXM4-40GB", 1, "--mig-enabled")
+    sim.gpusim("fault", "add", "--call", "nvmlDeviceCreateGpuInstanceWithPlacement", "--nth", "3",
+               "--error", "UNKNOWN")
+    result, failed = run_module(mig.main, {"config": BALANCED})
+    assert failed and len(result["done"]) == 2 and "The next run continues" in result["msg"]
+    result, failed = run_module(mig.main, {"config": BALANCED})
+    assert not failed and result["kept"] == 4 and result["created"] == 4
+
+
+def test_reboot_then_boot_unit_restores_the_layout(sim, tmp_path, capsys):
+    sim.init("A100-SXM4-40GB", 2)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({"version": "v1", "mig-configs": {"gpuops": BALANCED}}))
+    run_module(mig.main, {"config_file": str(path), "config_name": "gpuops"})
+    before = [[(gi["profile_id"], gi["start"], gi["size"]) for gi in g["gpu_instances"]] for g in sim.state()["gpus"]]
+    sim.gpusim("reboot")
+    assert all(not g["gpu_instances"] for g in sim.state()["gpus"])
+    assert _mig_apply.boot_main(["--config-file", str(path), "--config-name", "gpuops"]) == 0
+    after = [[(gi["profile_id"], gi["start"], gi["size"]) for gi in g["gpu_instances"]] for g in sim.state()["gpus"]]
+    assert after == before
+    assert "GPU 0: " in capsys.readouterr().out
+
+
+def test_boot_entry_point_reports_errors(sim, tmp_path, capsys):
+    sim.init("A100-SXM4-40GB", 1)
+    assert _mig_apply.boot_main(["--config-file", str(tmp_path / "missing.yaml"), "--config-name", "x"]) == 1
+    assert "missing.yaml" in capsys.readouterr().out
+
+
+def test_term_then_kill_timeout(sim):
+    """A process that ignores SIGTERM is killed after the timeout."""
+    sim.init("H100-SXM5-80GB", 1, "--mig-enabled")
+    run_module(mig.main, {"config": [{"devices": "all", "mig-enabled": True, "mig-devices": {"7g.80gb": 1}}]})
+    stubborn = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, "
+                                 "signal.SIG_IGN); time.sleep(60)"])
+    try:
+        time.sleep(0.3)
+        gi_id = sim.state()["gpus"][0]["gpu_instances"][0]["id"]
+        sim.gpusim("process", "add", "--gpu", "0", "--pid", str(stubborn.pid), "--gi", str(gi_id), "--ci", "0",
+                   "--live")
+        original = _mig_apply.HostMig.__init__.__defaults__
+        _mig_apply.HostMig.__init__.__defaults__ = original[:-1] + (0.5,)
+        try:
+            result, failed = run_module(mig.main, {"config": [{"devices": "all", "mig-enabled": True,
+                                                                "mig-devices": {"3g.40gb": 2}}], "force": True})
+        finally:
+            _mig_apply.HostMig.__init__.__defaults__ = original
+        assert not failed, result.get("msg")
+        assert stubborn.wait(timeout=5) == -9
+    finally:
+        stubborn.kill()
