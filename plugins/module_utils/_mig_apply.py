@@ -199,7 +199,7 @@ class HostMig:
         else:
             self._check_busy(plan, label)
             self._count_layout(plan, res, run=not self.check_mode, facts=facts, label=label)
-        after = facts if self.check_mode else self.observe(facts["gpu"])
+        after = facts if self.check_mode or plan is None else self.observe(facts["gpu"])
         if not self.check_mode and not _mig.matches(after["current"], item["specs"]):
             raise MigApplyError(f"{label}: after applying, the layout is "
                                 f"'{'; '.join(_mig.render_layout(after['profiles'], after['current']))}', not "

@@ -65,13 +65,15 @@ class NvmlError(Exception):
         self.gpu = gpu
 
 
+_CODE_NAMES: dict[int, str] = {}
+
+
 def error_code_name(exc: Exception) -> str:
-    value = getattr(exc, "value", None)
-    if HAS_PYNVML:
-        for name in dir(pynvml):
-            if name.startswith("NVML_ERROR_") and getattr(pynvml, name) == value:
-                return name[len("NVML_ERROR_"):]
-    return "UNKNOWN"
+    """``NVMLError_InUse`` -> ``IN_USE`` (the nvml.h name without NVML_ERROR_)."""
+    if not _CODE_NAMES and HAS_PYNVML:
+        _CODE_NAMES.update({getattr(pynvml, name): name[len("NVML_ERROR_"):]
+                            for name in dir(pynvml) if name.startswith("NVML_ERROR_")})
+    return _CODE_NAMES.get(getattr(exc, "value", None), "UNKNOWN")
 
 
 def _text(value) -> str:

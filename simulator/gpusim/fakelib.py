@@ -158,7 +158,7 @@ class FakeLibrary:
 
     # ---- state access
     def _state(self) -> dict:
-        return st.load(self._path)
+        return st.peek(self._path)  # read-only: every change goes through st.transaction
 
     def _gpu(self, state: dict, index: int) -> dict:
         try:

@@ -53,6 +53,11 @@ def _validate(path: str, data: object) -> dict:
 
 def load(path: str | None = None) -> dict:
     """Read the state (cached on inode/mtime/size). Returns a private copy."""
+    return copy.deepcopy(peek(path))
+
+
+def peek(path: str | None = None) -> dict:
+    """Read the state for reading only: the cached object itself, which callers must not change."""
     path = state_path(path)
     try:
         st = os.stat(path)
@@ -63,7 +68,7 @@ def load(path: str | None = None) -> dict:
         raise StateError(f"gpusim state file {path} cannot be read: {exc.strerror}") from None
     hit = _cache.get(path)
     if hit and hit[0] == _stamp(st):
-        return copy.deepcopy(hit[1])
+        return hit[1]
     try:
         with open(path, encoding="utf-8") as fh:
             raw = fh.read()
@@ -77,7 +82,7 @@ def load(path: str | None = None) -> dict:
                          f"nothing was changed") from None
     data = _validate(path, data)
     _cache[path] = (_stamp(st), data)
-    return copy.deepcopy(data)
+    return data
 
 
 def save(data: dict, path: str | None = None) -> None:
