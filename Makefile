@@ -113,7 +113,7 @@ lint: venv
 
 docs-lint: venv
 	@echo "== antsibull-docs lint, changelog lint"
-	cd $(COLLECTIONS)/ansible_collections/gpuops/sharing && $(VENV)/bin/antsibull-docs lint-collection-docs --plugin-docs --skip-rstcheck .
+	cd $(COLLECTIONS)/ansible_collections/gpuops/sharing && PATH=$(VENV)/bin:$$PATH antsibull-docs lint-collection-docs --plugin-docs .
 	cd $(ROOT) && $(VENV)/bin/antsibull-changelog lint
 
 build: venv

@@ -208,10 +208,36 @@ def describe_specs(profiles: list[dict], specs: list[dict]) -> str:
     return ", ".join(f"{n} x{k}" if k > 1 else n for n, k in sorted(counts.items())) or "no instances"
 
 
+ENGINES = {"decoders": "video decoders", "encoders": "video encoders", "jpegs": "JPEG decoders",
+           "ofas": "optical flow accelerators"}
+
+
+def engine_excess(profiles: list[dict], specs: list[dict]) -> str | None:
+    """Media engines the layout needs beyond the GPU's, or None.
+
+    The GPU's engines are those of its full-GPU profile (the one with every compute
+    slice); each GPU instance takes its profile's.  An A30 has one OFA and one JPEG
+    decoder, so only one of its "+me" instances fits at a time.
+    """
+    by_id = {p["id"]: p for p in profiles}
+    full = [p for p in profiles if p["slices"] == total_slices(profiles)]
+    if not full:
+        return None
+    for engine, words in ENGINES.items():
+        have = full[0].get(engine)
+        need = sum(by_id[s["profile_id"]].get(engine) or 0 for s in specs)
+        if have is not None and need > have:
+            users = sorted({by_id[s["profile_id"]]["name"] for s in specs if by_id[s["profile_id"]].get(engine)})
+            return f"needs {need} {words} ({', '.join(users)}), the GPU has {have}"
+    return None
+
+
 def _fits(profiles: list[dict], specs: list[dict]) -> bool:
     by_id = {p["id"]: p for p in profiles}
     counts = Counter(s["profile_id"] for s in specs)
     if any(counts[i] > by_id[i]["instance_count"] for i in counts):
+        return False
+    if engine_excess(profiles, specs):
         return False
     return place_gis(profiles, specs, []) is not None
 
@@ -234,6 +260,9 @@ def check_feasible(profiles: list[dict], specs: list[dict], model: str) -> None:
     if needed > total:
         raise MigError(f"layout '{describe_specs(profiles, specs)}' needs {needed} compute slices, {model} has {total}"
                        + _suggest(profiles, specs))
+    excess = engine_excess(profiles, specs)
+    if excess:
+        raise MigError(f"layout '{describe_specs(profiles, specs)}' {excess} on {model}" + _suggest(profiles, specs))
     if not _fits(profiles, specs):
         where = "; ".join(f"{by_id[i]['name']} only at " + ",".join(f"{a}:{b}" for a, b in by_id[i]["placements"])
                           for i in sorted({s["profile_id"] for s in specs}))

@@ -166,12 +166,41 @@ def _overlaps(a_start: int, a_size: int, b_start: int, b_size: int) -> bool:
     return a_start < b_start + b_size and b_start < a_start + a_size
 
 
+ENGINES = ("decoders", "encoders", "jpegs", "ofas")
+
+
+def engines_left(gpu: dict) -> dict | None:
+    """Media engines not yet given to a GPU instance; None when the full-GPU profile's counts are unknown.
+
+    The full-GPU profile (7g on A100/H100, 4g on A30) owns every engine of the GPU; each
+    GPU instance takes its profile's decoders, encoders, JPEG decoders and OFAs.  This is
+    why an A30 can hold only one "+me" instance: its single OFA and JPEG go to that one.
+    """
+    mig = mig_info(gpu)
+    full = [p for p in mig["gpu_instance_profiles"] if p["slices"] == mig["gpu_slices"]]
+    if not full or any(full[0].get(e) is None for e in ENGINES):
+        return None
+    left = {e: full[0][e] for e in ENGINES}
+    for gi in gpu["gpu_instances"]:
+        prof = gi_profile(gpu, gi["profile_id"])
+        for e in ENGINES:
+            left[e] -= prof.get(e) or 0
+    return left
+
+
+def engines_fit(gpu: dict, prof: dict) -> bool:
+    left = engines_left(gpu)
+    return left is None or all((prof.get(e) or 0) <= left[e] for e in ENGINES)
+
+
 def gi_placement_free(gpu: dict, start: int, size: int) -> bool:
     return not any(_overlaps(start, size, gi["start"], gi["size"]) for gi in gpu["gpu_instances"])
 
 
 def gi_free_placements(gpu: dict, prof: dict) -> list[tuple[int, int]]:
     if sum(1 for gi in gpu["gpu_instances"] if gi["profile_id"] == prof["id"]) >= prof["instance_count"]:
+        return []
+    if not engines_fit(gpu, prof):
         return []
     return [tuple(p) for p in prof["placements"] if gi_placement_free(gpu, p[0], p[1])]
 
@@ -180,9 +209,12 @@ def gi_remaining_capacity(gpu: dict, prof: dict) -> int:
     """How many more instances of this profile fit, greedily packed (what NVML reports)."""
     used = [(gi["start"], gi["size"]) for gi in gpu["gpu_instances"]]
     count = sum(1 for gi in gpu["gpu_instances"] if gi["profile_id"] == prof["id"])
+    left = engines_left(gpu)
     added = 0
     for start, size in prof["placements"]:
         if count + added >= prof["instance_count"]:
+            break
+        if left is not None and any((prof.get(e) or 0) * (added + 1) > left[e] for e in ENGINES):
             break
         if not any(_overlaps(start, size, s, z) for s, z in used):
             used.append((start, size))

@@ -30,6 +30,10 @@ def all_layouts(model_key: str) -> list[tuple[int, ...]]:
     profiles = gi_profiles(model_key)
     options = [(p["id"], tuple(pl)) for p in profiles for pl in p["placements"]]
     limit = {p["id"]: p["instance_count"] for p in profiles}
+
+    def engines_ok(chosen: list) -> bool:
+        return engines_fit(model_key, [pid for pid, _pl in chosen])
+
     found: set[tuple[int, ...]] = set()
 
     def extend(start: int, chosen: list) -> None:
@@ -42,11 +46,26 @@ def all_layouts(model_key: str) -> list[tuple[int, ...]]:
             if sum(1 for p, _o in chosen if p == pid) >= limit[pid]:
                 continue
             chosen.append(options[i])
-            extend(i + 1, chosen)
+            if engines_ok(chosen):
+                extend(i + 1, chosen)
             chosen.pop()
 
     extend(0, [])
     return sorted(found)
+
+
+ENGINES = ("decoders", "encoders", "jpegs", "ofas")
+
+
+def engines_fit(model_key: str, profile_ids: list[int]) -> bool:
+    """The GPU instances' media engines fit in the GPU's (those of its full-GPU profile)."""
+    profiles = gi_profiles(model_key)
+    by_id = {p["id"]: p for p in profiles}
+    mig = catalogue.find_model(model_key)["mig"]
+    full = [p for p in profiles if p["slices"] == mig["gpu_slices"]]
+    if not full or any(full[0].get(e) is None for e in ENGINES):
+        return True
+    return all(sum(by_id[pid].get(e) or 0 for pid in profile_ids) <= full[0][e] for e in ENGINES)
 
 
 def ci_rule(gi_slices: int, size: int) -> list[tuple[int, int]]:
@@ -83,6 +102,8 @@ def random_state(model_key: str, rng: random.Random, fill: float | None = None) 
             break
         prof = rng.choice(profiles)
         if sum(1 for g in placed if g["profile_id"] == prof["id"]) >= prof["instance_count"]:
+            continue
+        if not engines_fit(model_key, [g["profile_id"] for g in placed] + [prof["id"]]):
             continue
         free = [tuple(pl) for pl in prof["placements"]
                 if not any(_overlaps(tuple(pl), (g["start"], g["size"])) for g in placed)]

@@ -297,3 +297,13 @@ def test_state_file_is_json_with_schema(host):
     with open(host.path) as fh:
         data = json.load(fh)
     assert data["version"] == state.SCHEMA_VERSION and data["gpus"][0]["model"] == "A10"
+
+
+def test_media_engines_allow_one_me_instance_on_a30(host, nvml):
+    """An A30 has one OFA and one JPEG decoder: a second "+me" GPU instance does not fit."""
+    host.init("A30-24GB", 1, "--mig-enabled")
+    out = host.smi("mig", "-cgi", "1g.6gb+me,2g.12gb+me")
+    assert out.returncode != 0 and "Insufficient Resources" in out.stdout
+    with nvml as n:
+        h = n.nvmlDeviceGetHandleByIndex(0)
+        assert n.nvmlDeviceGetGpuInstanceRemainingCapacity(h, 6) == 0

@@ -141,3 +141,12 @@ def test_already_matching_layout_is_left_alone(a100):
     assert _mig.matches(current, specs)
     empty_gi = current + [gi(13, next(p["id"] for p in a100 if p["name"] == "1g.5gb"), 6, 1, [])]
     assert not _mig.matches(empty_gi, specs)
+
+
+def test_media_engines_limit_me_profiles_on_a30():
+    a30 = driver_profiles("A30-24GB")
+    specs = _mig.layout_from_mig_devices(a30, {"1g.6gb+me": 1, "2g.12gb+me": 1})
+    with pytest.raises(_mig.MigError) as err:
+        _mig.check_feasible(a30, specs, "GPU 0 (NVIDIA A30)")
+    assert "optical flow accelerators" in str(err.value) or "JPEG decoders" in str(err.value)
+    assert "the GPU has 1" in str(err.value)
