@@ -68,7 +68,7 @@ collection-link:
 # (it resolves symlinks), so sanity/integration run on a fresh copy of the working tree.
 $(TESTTREE): FORCE
 	@rm -rf $(TESTROOT) && mkdir -p $@
-	@git -C $(ROOT) ls-files -z -co --exclude-standard | (cd $(ROOT) && tar --null -T - -cf -) | tar -xf - -C $@
+	@git -C $(ROOT) ls-files -z -co --exclude-standard | (cd $(ROOT) && tar --null --ignore-failed-read -T - -cf - 2>/dev/null) | tar -xf - -C $@
 FORCE:
 
 # ---------------------------------------------------------------- tests

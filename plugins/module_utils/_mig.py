@@ -348,8 +348,8 @@ def plan_layout(profiles: list[dict], current: list[dict], specs: list[dict], mo
         remaining = Counter(classes)
         for _gi, cls in assign:
             remaining[cls] -= 1
-        new_specs = [{"profile_id": c[0], "cis": list(c[1])} for c in class_list for _ in range(remaining[c])]
-        occupied = [(gi["start"], gi["size"]) for gi, _cls in assign]
+        new_specs = [{"profile_id": c[0], "cis": list(c[1])} for c in class_list for _copy in range(remaining[c])]
+        occupied = [(pair[0]["start"], pair[0]["size"]) for pair in assign]
         placements = place_gis(profiles, new_specs, occupied)
         if placements is None:
             return

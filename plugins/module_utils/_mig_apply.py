@@ -5,7 +5,8 @@
 """Observe, plan and apply MIG layouts on one host. Private to this collection: not a public API.
 
 Used by the ``gpuops.sharing.mig`` module and, unchanged, by the boot-time
-re-apply (``gpuops-mig.service`` runs :func:`boot_main` with python3 on the host),
+re-apply (``gpuops-mig.service`` runs the role's ``gpuops-mig-apply``, which calls
+:func:`apply_config_file` with python3 on the host),
 so the layout restored after a reboot comes from the same code as the layout
 Ansible applied.  No ansible imports here.
 """
@@ -18,6 +19,8 @@ import time
 
 from ansible_collections.gpuops.sharing.plugins.module_utils import _mig, _mig_config
 from ansible_collections.gpuops.sharing.plugins.module_utils._nvml import Nvml, NvmlError
+
+BOOT_ERRORS = (_mig_config.ConfigError, _mig.MigError, NvmlError)
 
 # What can keep a GPU from being reset, and what to do about it (NVIDIA MIG User Guide,
 # "Enable MIG Mode": "All daemons holding handles on driver modules need to be stopped before
@@ -409,37 +412,21 @@ def _instances(facts: dict) -> list[dict]:
     return out
 
 
-def boot_main(argv=None) -> int:
-    """``gpuops-mig-apply --config-file F --config-name N [--reset auto|never]``: the boot-time re-apply."""
-    import argparse
-    import subprocess
+def apply_config_file(path: str, name: str, run_command, reset: str = "auto", nvidia_smi: str = "nvidia-smi",
+                      log=None) -> dict:
+    """Apply configuration ``name`` of the mig-parted file ``path`` (the boot-time re-apply).
 
-    import yaml
-
-    parser = argparse.ArgumentParser(prog="gpuops-mig-apply", description=boot_main.__doc__)
-    parser.add_argument("--config-file", required=True)
-    parser.add_argument("--config-name", required=True)
-    parser.add_argument("--reset", choices=["auto", "never"], default="auto")
-    parser.add_argument("--nvidia-smi", default="nvidia-smi")
-    args = parser.parse_args(argv)
-
-    def run(argv_):
-        done = subprocess.run(argv_, capture_output=True, text=True, env={**os.environ, "LC_ALL": "C"}, check=False)
-        return done.returncode, done.stdout, done.stderr
+    Raises ConfigError, MigError, NvmlError or MigApplyError with a message for the journal.
+    """
+    import yaml  # only the boot path reads files; the module passes data
 
     try:
-        with open(args.config_file) as fh:
-            spec = _mig_config.parse_spec(yaml.safe_load(fh), args.config_file)
-        entries = _mig_config.select_config(spec, args.config_name, args.config_file)
-        with Nvml() as nv:
-            host = HostMig(nv, run, reset=args.reset, nvidia_smi=args.nvidia_smi, log=print)
-            result = host.apply(entries)
-    except (OSError, yaml.YAMLError, _mig_config.ConfigError, _mig.MigError, NvmlError, MigApplyError) as exc:
-        print(f"gpuops-mig-apply: {getattr(exc, 'message', exc)}", flush=True)
-        return 1
-    for gpu in result["gpus"]:
-        if gpu["managed"]:
-            print(f"GPU {gpu['index']}: " + ("; ".join(gpu["after"]) or "MIG off"), flush=True)
-    if result["reboot_required"]:
-        print("gpuops-mig-apply: a reboot is required to finish", flush=True)
-    return 0
+        with open(path) as fh:
+            data = yaml.safe_load(fh)
+    except OSError as exc:
+        raise _mig_config.ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise _mig_config.ConfigError(f"{path} is not valid YAML: {exc}") from None
+    entries = _mig_config.select_config(_mig_config.parse_spec(data, path), name, path)
+    with Nvml() as nv:
+        return HostMig(nv, run_command, reset=reset, nvidia_smi=nvidia_smi, log=log).apply(entries)

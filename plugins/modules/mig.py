@@ -322,7 +322,9 @@ def main() -> None:
             try:
                 result = host.apply(entries)
             except _mig_apply.MigApplyError as exc:
-                module.fail_json(msg=exc.message, done=exc.done, **dict(empty, changed=bool(exc.done)))
+                partial = dict(empty)
+                partial["changed"] = bool(exc.done)
+                module.fail_json(msg=exc.message, done=exc.done, **partial)
     except (_mig_config.ConfigError, _mig.MigError) as exc:
         module.fail_json(msg=str(exc), **empty)
     except NvmlError as exc:

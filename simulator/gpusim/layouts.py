@@ -84,7 +84,7 @@ def random_cis(gi_profile: dict, rng: random.Random) -> list[tuple[int, int]]:
     if rng.random() < 0.5:
         return [(slices, 0)]
     taken: list[tuple[int, int]] = []
-    for _ in range(rng.randint(1, slices)):
+    for _attempt in range(rng.randint(1, slices)):
         size = rng.choice(_ci_sizes(gi_profile))
         free = [pl for pl in ci_rule(slices, size) if not any(_overlaps(pl, t) for t in taken)]
         if free:
@@ -97,7 +97,7 @@ def random_state(model_key: str, rng: random.Random, fill: float | None = None) 
     profiles = gi_profiles(model_key)
     fill = rng.random() if fill is None else fill
     placed: list[dict] = []
-    for _ in range(rng.randint(0, 8)):
+    for _attempt in range(rng.randint(0, 8)):
         if rng.random() > fill and placed:
             break
         prof = rng.choice(profiles)

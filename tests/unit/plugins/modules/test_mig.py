@@ -59,8 +59,8 @@ def test_minimal_change_keeps_uuids(sim):
     sim.init("H100-SXM5-80GB", 1, "--mig-enabled")
     run_module(mig.main, {"config": [{"devices": "all", "mig-enabled": True, "mig-devices": {"3g.40gb": 2}}]})
     uuids = {gi["start"]: gi["compute_instances"][0]["uuid"] for gi in sim.state()["gpus"][0]["gpu_instances"]}
-    result, _failed = run_module(mig.main, {"config": [{"devices": "all", "mig-enabled": True,
-                                                        "mig-devices": {"3g.40gb": 1, "2g.20gb": 1, "1g.10gb": 1}}]})
+    layout = [{"devices": "all", "mig-enabled": True, "mig-devices": {"3g.40gb": 1, "2g.20gb": 1, "1g.10gb": 1}}]
+    result, _failed = run_module(mig.main, {"config": layout})
     assert (result["kept"], result["destroyed"], result["created"]) == (2, 2, 4)
     kept = [gi for gi in sim.state()["gpus"][0]["gpu_instances"] if gi["profile_id"] == 9]
     assert kept[0]["compute_instances"][0]["uuid"] == uuids[kept[0]["start"]]
@@ -160,8 +160,8 @@ def test_ampere_mode_change_with_processes(sim):
 def test_reset_blocked_by_a_holder_says_what(sim):
     sim.init("A30-24GB", 1)
     sim.gpusim("holder", "add", "nvidia-dcgm")
-    result, failed = run_module(mig.main, {"config": [{"devices": "all", "mig-enabled": True,
-                                                        "mig-devices": {"2g.12gb": 2}}]})
+    layout = [{"devices": "all", "mig-enabled": True, "mig-devices": {"2g.12gb": 2}}]
+    result, failed = run_module(mig.main, {"config": layout})
     assert failed and "GPU reset failed" in result["msg"] and "nvidia-dcgm" in result["msg"]
     assert result["done"] and "enable MIG mode" in result["done"][0]
 
@@ -174,8 +174,8 @@ def test_vm_without_reset_needs_reboot(sim):
 
 def test_hopper_idle_gpu_enables_without_reset(sim):
     sim.init("H200-141GB", 1)
-    result, failed = run_module(mig.main, {"config": [{"devices": "all", "mig-enabled": True,
-                                                        "mig-devices": {"1g.18gb": 7}}]})
+    layout = [{"devices": "all", "mig-enabled": True, "mig-devices": {"1g.18gb": 7}}]
+    result, failed = run_module(mig.main, {"config": layout})
     assert not failed and not result["reboot_required"] and result["gpus"][0]["reset"] is False
     assert result["created"] == 14
 
@@ -190,7 +190,17 @@ def test_failure_part_way_reports_and_next_run_converges(sim):
     assert not failed and result["kept"] == 4 and result["created"] == 4
 
 
-def test_reboot_then_boot_unit_restores_the_layout(sim, tmp_path, capsys):
+BOOT = os.path.join(os.path.dirname(SIMULATOR), "roles", "mig", "files", "gpuops-mig-apply")
+
+
+def boot(sim, *args):
+    """The role's boot-time entry point, run as gpuops-mig.service runs it."""
+    env = {**os.environ, "GPUOPS_SHARING_LIB": os.path.join(os.path.dirname(SIMULATOR), ".build", "collections"),
+           "PYTHONPATH": SIMULATOR, "GPUSIM_STATE": sim.path}
+    return subprocess.run([sys.executable, BOOT, *args], capture_output=True, text=True, check=False, env=env)
+
+
+def test_reboot_then_boot_unit_restores_the_layout(sim, tmp_path):
     sim.init("A100-SXM4-40GB", 2)
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump({"version": "v1", "mig-configs": {"gpuops": BALANCED}}))
@@ -198,16 +208,17 @@ def test_reboot_then_boot_unit_restores_the_layout(sim, tmp_path, capsys):
     before = [[(gi["profile_id"], gi["start"], gi["size"]) for gi in g["gpu_instances"]] for g in sim.state()["gpus"]]
     sim.gpusim("reboot")
     assert all(not g["gpu_instances"] for g in sim.state()["gpus"])
-    assert _mig_apply.boot_main(["--config-file", str(path), "--config-name", "gpuops"]) == 0
+    done = boot(sim, "--config-file", str(path), "--config-name", "gpuops")
+    assert done.returncode == 0, done.stdout + done.stderr
     after = [[(gi["profile_id"], gi["start"], gi["size"]) for gi in g["gpu_instances"]] for g in sim.state()["gpus"]]
     assert after == before
-    assert "GPU 0: " in capsys.readouterr().out
+    assert "GPU 0: " in done.stdout
 
 
-def test_boot_entry_point_reports_errors(sim, tmp_path, capsys):
+def test_boot_entry_point_reports_errors(sim, tmp_path):
     sim.init("A100-SXM4-40GB", 1)
-    assert _mig_apply.boot_main(["--config-file", str(tmp_path / "missing.yaml"), "--config-name", "x"]) == 1
-    assert "missing.yaml" in capsys.readouterr().out
+    done = boot(sim, "--config-file", str(tmp_path / "missing.yaml"), "--config-name", "x")
+    assert done.returncode == 1 and "missing.yaml" in done.stdout
 
 
 def test_term_then_kill_timeout(sim):
@@ -224,8 +235,8 @@ def test_term_then_kill_timeout(sim):
         original = _mig_apply.HostMig.__init__.__defaults__
         _mig_apply.HostMig.__init__.__defaults__ = original[:-1] + (0.5,)
         try:
-            result, failed = run_module(mig.main, {"config": [{"devices": "all", "mig-enabled": True,
-                                                                "mig-devices": {"3g.40gb": 2}}], "force": True})
+            layout = [{"devices": "all", "mig-enabled": True, "mig-devices": {"3g.40gb": 2}}]
+            result, failed = run_module(mig.main, {"config": layout, "force": True})
         finally:
             _mig_apply.HostMig.__init__.__defaults__ = original
         assert not failed, result.get("msg")
