@@ -31,7 +31,7 @@ PIP_QUIET := --quiet --no-warn-script-location
 # pip's "Location ... is ignored" chatter about this machine's file:// mirrors is noise
 PIP_FILTER := grep -v "^WARNING: Location 'file://" || true
 
-.PHONY: help venv venv-floor collection-link test test-quick sanity sanity-floor units units-floor \
+.PHONY: help venv venv-floor system-deps collection-link test test-quick sanity sanity-floor units units-floor \
         simulator-tests integration lint docs-lint build demo bench clean
 
 help:
@@ -59,6 +59,17 @@ $(VENV_FLOOR)/.installed: requirements/floor.txt requirements/floor.lock
 
 venv: $(VENV)/.installed collection-link
 venv-floor: $(VENV_FLOOR)/.installed collection-link
+
+# Debian packages the tests use, installed by this file when run as root (apt lines, nothing by hand)
+SYSTEM_PACKAGES ?= shellcheck
+system-deps:
+	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "== apt-get install $$missing"; \
+	    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "missing Debian packages: $$missing (install them, or run make as root)" >&2; exit 1; fi; \
+	fi
 
 collection-link:
 	@mkdir -p $(COLLECTIONS)/ansible_collections/gpuops
@@ -90,12 +101,12 @@ units-floor: venv-floor
 	@echo "== unit tests (ansible-core 2.18, Python 3.11)"
 	cd $(ROOT) && $(VENV_FLOOR)/bin/python -m pytest -q -p no:cacheprovider tests/unit
 
-sanity: venv $(TESTTREE)
+sanity: venv system-deps $(TESTTREE)
 	@echo "== ansible-test sanity (ansible-core 2.21)"
 	@$(ROOT)/hacking/install_get_pip.sh $(VENV)
 	cd $(TESTTREE) && PATH=$(VENV)/bin:$$PATH ansible-test sanity --local --python $$($(VENV)/bin/python -c 'import sys; print("%d.%d" % sys.version_info[:2])') --color no
 
-sanity-floor: venv-floor $(TESTTREE)
+sanity-floor: venv-floor system-deps $(TESTTREE)
 	@echo "== ansible-test sanity (ansible-core 2.18 floor)"
 	@$(ROOT)/hacking/install_get_pip.sh $(VENV_FLOOR)
 	cd $(TESTTREE) && PATH=$(VENV_FLOOR)/bin:$$PATH ansible-test sanity --local --python 3.11 --color no
