@@ -86,6 +86,11 @@ options:
         and the instances destroyed once the driver no longer lists them.
     type: bool
     default: false
+  force_timeout:
+    description:
+      - With O(force=true), seconds to wait after SIGTERM before sending SIGKILL.
+    type: float
+    default: 10
 notes:
   - Runs as root (C(become=true)).
   - GPU instance placements are in the driver's units (memory slices), as C(nvidia-smi mig -lgipp) prints them.
@@ -301,6 +306,7 @@ def main() -> None:
             "config_name": {"type": "str"},
             "reset": {"type": "str", "choices": ["auto", "never"], "default": "auto"},
             "force": {"type": "bool", "default": False},
+            "force_timeout": {"type": "float", "default": 10.0},
         },
         mutually_exclusive=[("config", "config_file")],
         required_one_of=[("config", "config_file")],
@@ -318,7 +324,8 @@ def main() -> None:
         entries = load_entries(module)
         with Nvml() as nv:
             host = _mig_apply.HostMig(nv, run, check_mode=module.check_mode, reset=module.params["reset"],
-                                      force=module.params["force"], nvidia_smi=module.get_bin_path("nvidia-smi"))
+                                      force=module.params["force"], nvidia_smi=module.get_bin_path("nvidia-smi"),
+                                      process_timeout=module.params["force_timeout"])
             try:
                 result = host.apply(entries)
             except _mig_apply.MigApplyError as exc:

@@ -232,14 +232,20 @@ def test_term_then_kill_timeout(sim):
         gi_id = sim.state()["gpus"][0]["gpu_instances"][0]["id"]
         sim.gpusim("process", "add", "--gpu", "0", "--pid", str(stubborn.pid), "--gi", str(gi_id), "--ci", "0",
                    "--live")
-        original = _mig_apply.HostMig.__init__.__defaults__
-        _mig_apply.HostMig.__init__.__defaults__ = original[:-1] + (0.5,)
-        try:
-            layout = [{"devices": "all", "mig-enabled": True, "mig-devices": {"3g.40gb": 2}}]
-            result, failed = run_module(mig.main, {"config": layout, "force": True})
-        finally:
-            _mig_apply.HostMig.__init__.__defaults__ = original
+        layout = [{"devices": "all", "mig-enabled": True, "mig-devices": {"3g.40gb": 2}}]
+        result, failed = run_module(mig.main, {"config": layout, "force": True, "force_timeout": 0.5})
         assert not failed, result.get("msg")
         assert stubborn.wait(timeout=5) == -9
     finally:
         stubborn.kill()
+
+
+def test_reset_blockers_are_named(tmp_path):
+    for pid, comm in ((101, "nvidia-persiste"), (202, "nv-hostengine"), (303, "bash"), (404, "nv-fabricmanage")):
+        (tmp_path / str(pid)).mkdir()
+        (tmp_path / str(pid) / "comm").write_text(comm + "\n")
+    (tmp_path / "modules").write_text("nvidia_drm 122880 4 - Live 0x0\nnvidia 1234 10 nvidia_drm, Live 0x0\n")
+    found = "\n".join(_mig_apply.reset_blockers(str(tmp_path)))
+    assert "nvidia-persistenced (pid 101)" in found and "systemctl stop nvidia-persistenced" in found
+    assert "DCGM (nv-hostengine) (pid 202)" in found and "Fabric Manager" in found
+    assert "nvidia_drm module is loaded and in use" in found and "bash" not in found
