@@ -504,6 +504,8 @@ def expiry_text(expiry: dict | None):
                                                expiry["hour"], expiry["min"], expiry["sec"])
 
 
+SMI_VIRTUALIZATION = {"VGPU": "vgpu", "None": "none", "Pass-Through": "passthrough",
+                      "Host VGPU": "host_vgpu", "Host VSGA": "host_vsga"}
 _SMI_EXPIRY = re.compile(r"Expiry:\s*(\d{4})-(\d{1,2})-(\d{1,2})\s+(\d{1,2}):(\d{1,2}):(\d{1,2})\s*GMT")
 
 
@@ -524,32 +526,31 @@ def parse_smi_query(text: str) -> list[dict]:
             gpus.append(current)
             section = None
             continue
-        if current is None:
-            continue
         stripped = raw.strip()
-        if ":" not in stripped:
-            section = stripped
+        if current is None or not stripped:
             continue
+        indent = len(raw) - len(raw.lstrip())
+        if ":" not in stripped:
+            section = stripped if indent <= 4 else section
+            continue
+        if indent <= 4:
+            section = None
         key, _, value = (part.strip() for part in stripped.partition(":"))
-        if section is None or raw.startswith("    ") and not raw.startswith("        "):
-            section = None if ":" in stripped and raw.startswith("    ") and not raw.startswith("        ") else section
         if key == "Product Name" and section == "vGPU Software Licensed Product":
             current["feature"] = value
             current["license_supported"] = True
-        elif key == "Product Name" and current["name"] is None:
+        elif key == "Product Name" and section is None:
             current["name"] = value
-        elif key == "GPU UUID":
+        elif key == "GPU UUID" and section is None:
             current["uuid"] = value
         elif key == "Virtualization Mode":
-            current["virtualization_mode"] = {"VGPU": "vgpu", "None": "none", "Pass-Through": "passthrough",
-                                              "Host VGPU": "host_vgpu", "Host VSGA": "host_vsga"}.get(value, value)
-        elif key == "License Status":
+            current["virtualization_mode"] = SMI_VIRTUALIZATION.get(value, value.lower())
+        elif key == "License Status" and section == "vGPU Software Licensed Product":
             current["license_supported"] = True
             current["licensed"] = value.startswith("Licensed")
             match = _SMI_EXPIRY.search(value)
             if match:
-                y, mo, d, h, mi, s = (int(g) for g in match.groups())
-                current["expiry"] = "%04d-%02d-%02dT%02d:%02d:%02dZ" % (y, mo, d, h, mi, s)
+                current["expiry"] = "%04d-%02d-%02dT%02d:%02d:%02dZ" % tuple(int(g) for g in match.groups())
     return gpus
 
 

@@ -135,12 +135,20 @@ class HostMig:
                 continue
             item["managed"] = True
             item["want_enabled"] = entry["mig_enabled"]
+            item["mig_devices"] = entry["mig_devices"]
             if entry["mig_enabled"]:
-                specs = _mig.layout_from_mig_devices(facts["profiles"], entry["mig_devices"], label)
-                _mig.check_feasible(facts["profiles"], specs, label)
-                item["specs"] = specs
-                if not _mig.matches(facts["current"], specs):
-                    item["layout_plan"] = _mig.plan_layout(facts["profiles"], facts["current"], specs, label)
+                for name in entry["mig_devices"]:
+                    _mig.parse_profile(name)
+                if not facts["profiles"] and not facts["mig_enabled"]:
+                    # a driver that lists no profiles while MIG is off: the layout is checked
+                    # against the driver's profiles right after MIG mode is enabled
+                    item["specs"] = None
+                else:
+                    specs = _mig.layout_from_mig_devices(facts["profiles"], entry["mig_devices"], label)
+                    _mig.check_feasible(facts["profiles"], specs, label)
+                    item["specs"] = specs
+                    if not _mig.matches(facts["current"], specs):
+                        item["layout_plan"] = _mig.plan_layout(facts["profiles"], facts["current"], specs, label)
             plans.append(item)
         return plans
 
@@ -187,6 +195,10 @@ class HostMig:
         if not facts["mig_enabled"] or not facts["mig_pending"]:
             self._set_mode(facts, res, True, label)
             res["mig_enabled"], res["mig_pending"] = facts["mig_enabled"], facts["mig_pending"]
+            if item["specs"] is None and (res["reboot_required"] or self.check_mode and not facts["mig_enabled"]):
+                res["after"] = [f"(after the MIG mode change) {name} x{count}"
+                                for name, count in sorted(item["mig_devices"].items())]
+                return res
             if res["reboot_required"] or self.check_mode and not facts["mig_enabled"]:
                 plan = _mig.plan_layout(facts["profiles"], [], item["specs"], label)
                 self._count_layout(plan, res, run=False, facts=facts, label=label)
@@ -194,6 +206,13 @@ class HostMig:
                                 for c in plan["create"]]
                 return res
             facts = self.observe(facts["gpu"])
+            if item["specs"] is None:
+                try:
+                    item["specs"] = _mig.layout_from_mig_devices(facts["profiles"], item["mig_devices"], label)
+                    _mig.check_feasible(facts["profiles"], item["specs"], label)
+                except _mig.MigError as exc:
+                    raise MigApplyError(f"{exc} (MIG mode was enabled first; the layout was checked after)",
+                                        self.done) from None
             item["layout_plan"] = None if _mig.matches(facts["current"], item["specs"]) else \
                 _mig.plan_layout(facts["profiles"], facts["current"], item["specs"], label)
         plan = item["layout_plan"]

@@ -404,3 +404,36 @@ class Nvml:
     def set_persistence_mode(self, gpu: Gpu, enabled: bool) -> None:
         self._call(pynvml.nvmlDeviceSetPersistenceMode, gpu.handle, 1 if enabled else 0, gpu=gpu,
                    action=("enable" if enabled else "disable") + " persistence mode")
+
+    # ------------------------------------------------------------------ vGPU guest licensing (vgpu_license)
+    # nvml.h: nvmlDeviceGetVirtualizationMode -> nvmlGpuVirtualizationMode_t (NONE=0, PASSTHROUGH=1, VGPU=2,
+    # HOST_VGPU=3, HOST_VSGA=4); nvmlDeviceGetGridLicensableFeatures_v4 -> nvmlGridLicensableFeatures_t
+    # (isGridLicenseSupported, licensableFeaturesCount, per feature: featureCode, featureState "non-zero if
+    # feature is currently licensed", productName, featureEnabled, licenseExpiry {year..sec, status}).
+    VIRTUALIZATION_MODES = {0: "none", 1: "passthrough", 2: "vgpu", 3: "host_vgpu", 4: "host_vsga"}
+
+    def virtualization_mode(self, gpu: Gpu) -> str | None:
+        mode = self._maybe(pynvml.nvmlDeviceGetVirtualizationMode, gpu.handle, gpu=gpu,
+                           action="read the virtualization mode")
+        return None if mode is None else self.VIRTUALIZATION_MODES.get(int(mode), "unknown")
+
+    def grid_license(self, gpu: Gpu) -> dict | None:
+        """The vGPU software license of a GPU; None when the driver lacks the call (read nvidia-smi then)."""
+        info = self._maybe(pynvml.nvmlDeviceGetGridLicensableFeatures_v4, gpu.handle, gpu=gpu,
+                           action="read the vGPU software license state")
+        if info is None:
+            return None
+        features = []
+        for i in range(min(int(info.licensableFeaturesCount), len(info.gridLicensableFeatures))):
+            feature = info.gridLicensableFeatures[i]
+            expiry = feature.licenseExpiry
+            features.append({
+                "code": int(feature.featureCode),
+                "licensed": bool(feature.featureState),
+                "enabled": bool(feature.featureEnabled),
+                "product": _text(feature.productName),
+                "expiry": {"year": int(expiry.year), "month": int(expiry.month), "day": int(expiry.day),
+                           "hour": int(expiry.hour), "min": int(expiry.min), "sec": int(expiry.sec),
+                           "status": int(expiry.status)},
+            })
+        return {"supported": bool(info.isGridLicenseSupported), "features": features}

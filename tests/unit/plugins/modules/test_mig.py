@@ -249,3 +249,14 @@ def test_reset_blockers_are_named(tmp_path):
     assert "nvidia-persistenced (pid 101)" in found and "systemctl stop nvidia-persistenced" in found
     assert "DCGM (nv-hostengine) (pid 202)" in found and "Fabric Manager" in found
     assert "nvidia_drm module is loaded and in use" in found and "bash" not in found
+
+
+def test_driver_without_profiles_while_mig_is_off(sim):
+    """Drivers that list no profiles until MIG is on: the layout is checked right after enabling."""
+    sim.init("H100-SXM5-80GB", 1)
+    sim.gpusim("fault", "add", "--call", "nvmlDeviceGetGpuInstanceProfileInfo*", "--error", "NOT_SUPPORTED",
+               "--times", "18")
+    layout = [{"devices": "all", "mig-enabled": True, "mig-devices": {"3g.40gb": 2}}]
+    result, failed = run_module(mig.main, {"config": layout})
+    assert not failed, result.get("msg")
+    assert result["created"] == 4 and result["gpus"][0]["mig_enabled"]
