@@ -107,12 +107,7 @@ def transitions_table(path: str, count: int = 560, seed: int = 20261125) -> list
         target = layouts.random_target(model, rng)
         _fresh(path, model)
         with gstate.transaction(path) as data:
-            for gi in current:
-                made = device.create_gi(data, 0, gi["profile_id"], (gi["start"], gi["size"]))
-                prof = device.gi_profile(device.get_gpu(data, 0), gi["profile_id"])
-                for size, start in gi["cis"]:
-                    cprof = next(c for c in prof["compute_instance_profiles"] if c["slices"] == size)
-                    device.create_ci(data, 0, made["id"], cprof["id"], (start, size))
+            layouts.create(data, 0, current)
         _reload_nvml()
         with Nvml() as nv:
             result = _mig_apply.HostMig(nv, None).apply(_entries(target))

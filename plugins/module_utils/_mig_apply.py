@@ -437,15 +437,6 @@ def apply_config_file(path: str, name: str, run_command, reset: str = "auto", nv
 
     Raises ConfigError, MigError, NvmlError or MigApplyError with a message for the journal.
     """
-    import yaml  # only the boot path reads files; the module passes data
-
-    try:
-        with open(path) as fh:
-            data = yaml.safe_load(fh)
-    except OSError as exc:
-        raise _mig_config.ConfigError(f"cannot read {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise _mig_config.ConfigError(f"{path} is not valid YAML: {exc}") from None
-    entries = _mig_config.select_config(_mig_config.parse_spec(data, path), name, path)
+    entries = _mig_config.load_file(path, name)
     with Nvml() as nv:
         return HostMig(nv, run_command, reset=reset, nvidia_smi=nvidia_smi, log=log).apply(entries)

@@ -16,6 +16,17 @@ as with mig-parted.  Pure logic, no I/O.
 from __future__ import annotations
 
 import difflib
+import traceback
+
+try:
+    import yaml
+except ImportError:
+    yaml = None
+    YAML_IMPORT_ERROR = traceback.format_exc()
+else:
+    YAML_IMPORT_ERROR = None
+
+HAS_YAML = yaml is not None
 
 ENTRY_KEYS = ("devices", "device-filter", "mig-enabled", "mig-devices")
 
@@ -44,6 +55,20 @@ def parse_spec(data, source: str) -> dict:
     if not isinstance(configs, dict) or not configs:
         raise ConfigError(f"{source}: 'mig-configs' needs at least one named configuration")
     return {str(name): normalize_entries(entries, f"{source}: mig-configs.{name}") for name, entries in configs.items()}
+
+
+def load_file(path: str, name: str) -> list[dict]:
+    """The entries of configuration ``name`` in the mig-parted file ``path`` (needs PyYAML)."""
+    if yaml is None:
+        raise ConfigError(f"reading {path} needs PyYAML (python3-yaml), which is not installed")
+    try:
+        with open(path) as fh:
+            data = yaml.safe_load(fh)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config_file {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config_file {path} is not valid YAML: {exc}") from None
+    return select_config(parse_spec(data, path), name, path)
 
 
 def select_config(spec: dict, name: str, source: str) -> list[dict]:

@@ -251,8 +251,6 @@ done:
   elements: str
 """
 
-import traceback
-
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.gpuops.sharing.plugins.module_utils import _mig, _mig_apply, _mig_config
@@ -263,30 +261,14 @@ from ansible_collections.gpuops.sharing.plugins.module_utils._nvml import (
     NvmlError,
 )
 
-try:
-    import yaml
-except ImportError:
-    yaml = None
-    YAML_IMPORT_ERROR = traceback.format_exc()
-else:
-    YAML_IMPORT_ERROR = None
-
 
 def load_entries(module: AnsibleModule) -> list[dict]:
     params = module.params
     if params["config"] is not None:
         return _mig_config.normalize_entries(params["config"], "config")
-    if yaml is None:
-        module.fail_json(msg=missing_required_lib("PyYAML"), exception=YAML_IMPORT_ERROR)
-    path = params["config_file"]
-    try:
-        with open(path) as fh:
-            data = yaml.safe_load(fh)
-    except OSError as exc:
-        raise _mig_config.ConfigError(f"cannot read config_file {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise _mig_config.ConfigError(f"config_file {path} is not valid YAML: {exc}") from None
-    return _mig_config.select_config(_mig_config.parse_spec(data, path), params["config_name"], path)
+    if not _mig_config.HAS_YAML:
+        module.fail_json(msg=missing_required_lib("PyYAML"), exception=_mig_config.YAML_IMPORT_ERROR)
+    return _mig_config.load_file(params["config_file"], params["config_name"])
 
 
 def diff_text(gpus: list[dict], key: str) -> str:

@@ -14,7 +14,7 @@ import itertools
 import random
 from collections import Counter
 
-from . import catalogue
+from . import catalogue, device
 
 
 def _overlaps(a, b) -> bool:
@@ -203,3 +203,13 @@ def _min_ci_destroyed(gi_slices: int, cis: list[tuple[int, int]], wanted: list[i
                 best = min(best, len(cis) - r)
                 break
     return best
+
+
+def create(state: dict, index: int, current: list[dict]) -> None:
+    """Create the GPU instances of a random_state() on GPU ``index`` of a state, at their placements."""
+    for gi in current:
+        made = device.create_gi(state, index, gi["profile_id"], (gi["start"], gi["size"]))
+        prof = device.gi_profile(device.get_gpu(state, index), gi["profile_id"])
+        for size, start in gi["cis"]:
+            cprof = next(c for c in prof["compute_instance_profiles"] if c["slices"] == size)
+            device.create_ci(state, index, made["id"], cprof["id"], (start, size))

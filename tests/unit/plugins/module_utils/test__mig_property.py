@@ -17,20 +17,15 @@ from hypothesis import strategies as st
 
 from ansible_collections.gpuops.sharing.plugins.module_utils import _mig, _mig_apply
 from ansible_collections.gpuops.sharing.plugins.module_utils._nvml import Nvml
-from gpusim import catalogue, device, layouts
+from gpusim import catalogue, layouts
 from gpusim import state as gstate
 
 MIG_MODELS = [k for k in catalogue.model_keys() if catalogue.MODELS[k].get("mig")]
 
 
-def build(path: str, model: str, current: list[dict]) -> None:
+def build(path: str, current: list[dict]) -> None:
     with gstate.transaction(path) as data:
-        for gi in current:
-            made = device.create_gi(data, 0, gi["profile_id"], (gi["start"], gi["size"]))
-            prof = device.gi_profile(device.get_gpu(data, 0), gi["profile_id"])
-            for size, start in gi["cis"]:
-                cprof = next(c for c in prof["compute_instance_profiles"] if c["slices"] == size)
-                device.create_ci(data, 0, made["id"], cprof["id"], (start, size))
+        layouts.create(data, 0, current)
         data["counters"]["nvml_writes"] = 0
 
 
@@ -44,7 +39,7 @@ def test_any_state_to_any_valid_layout(sim, model, seed):
     rng = random.Random(seed)
     sim.init(model, 1, "--mig-enabled")
     current = layouts.random_state(model, rng)
-    build(sim.path, model, current)
+    build(sim.path, current)
     target = layouts.random_target(model, rng)
     entries = [{"devices": "all", "device_filter": [], "mig_enabled": True, "mig_devices": target}]
     pynvml.nvmlLib = None
