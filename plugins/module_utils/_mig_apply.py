@@ -357,9 +357,10 @@ class HostMig:
             res["reboot_required"] = True
             res["operations"].append(f"MIG mode {word} pending: reboot (or reset the GPU) to apply it; reset: never")
             return
-        res["operations"].append(f"reset GPU {facts['index']} to apply the MIG mode")
         if self.check_mode:
+            res["operations"].append(f"reset GPU {facts['index']} if the driver does not apply the MIG mode itself")
             return
+        res["operations"].append(f"reset GPU {facts['index']} to apply the MIG mode")
         procs = self.nv.processes(facts["gpu"])
         if procs:
             raise MigApplyError(f"{label}: MIG mode {word} is pending and needs a GPU reset, but processes use the GPU: "

@@ -76,7 +76,8 @@ options:
         module fails and says what holds the GPU (processes, nvidia-persistenced, DCGM, Fabric Manager,
         a loaded nvidia_drm).
       - V(never) leaves the mode pending and returns RV(reboot_required=true); the layout is applied after the
-        reboot (by the role's boot unit, or by running this module again).
+        reboot (by the role's boot unit, or by running this module again). The module then never resets a GPU,
+        but on an idle Ampere GPU the driver itself may apply the new mode at once.
     type: str
     choices: [auto, never]
     default: auto
