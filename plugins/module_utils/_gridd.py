@@ -535,7 +535,7 @@ def parse_smi_query(text: str) -> list[dict]:
             continue
         if indent <= 4:
             section = None
-        key, _, value = (part.strip() for part in stripped.partition(":"))
+        key, value = (part.strip() for part in stripped.split(":", 1))
         if key == "Product Name" and section == "vGPU Software Licensed Product":
             current["feature"] = value
             current["license_supported"] = True

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by the runme.sh of targets that run on simulated hosts: puts gpusim's pynvml
 # (the real nvidia-ml-py over a simulated driver) first on the module's PYTHONPATH and its
 # nvidia-smi first on PATH, and gives the target a directory for its hosts' states.
