@@ -50,8 +50,8 @@ def build_fleet(spec: dict) -> str:
                 "mig_install_dir": os.path.join(hostdir, "lib"),
                 "mig_boot_service_enabled": False,
                 "mig_python": wrapper}
-    for group, variables in (spec.get("group_vars") or {}).items():
-        groups.setdefault(group, {"hosts": {}})["vars"] = variables
+    # group variables sit in demo/group_vars/, next to the inventory as in a real one
+    os.symlink(os.path.join(ROOT, "demo", "group_vars"), os.path.join(RUN, "group_vars"))
     inventory = os.path.join(RUN, "inventory.yml")
     with open(inventory, "w") as fh:
         # the demo runs as root on this machine, with no sudo: no privilege escalation needed
