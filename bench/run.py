@@ -11,7 +11,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 # each module has run() -> [(title, rows)]; rows[0] is the header
-SECTIONS = ["mig_bench"]  # more are added as features land
+SECTIONS = ["mig_bench", "fleet_bench"]  # more are added as features land
 
 
 def print_table(title: str, rows: list[list[str]]) -> None:
