@@ -303,22 +303,30 @@ def matches(current: list[dict], specs: list[dict]) -> bool:
 
 
 def _ci_edit(gi: dict, spec: dict, gi_slices: int) -> tuple[list[dict], list[dict], list[int]] | None:
-    """Keep what of a GI's compute instances the spec wants: (kept, destroyed, sizes to create)."""
-    want = Counter(spec["cis"])
-    kept, destroyed = [], []
-    for ci in sorted(gi["compute_instances"], key=lambda c: (bool(c.get("processes")) is False, c["id"])):
-        if want[ci["slices"]] > 0:
-            want[ci["slices"]] -= 1
-            kept.append(ci)
-        else:
-            destroyed.append(ci)
-    new = sorted(want.elements(), reverse=True)
-    if new and place_cis(gi_slices, new, [(c["start"], c["size"]) for c in kept]) is None:
-        # the kept compute instances leave no room in the right places: rebuild this GI's CIs
-        if place_cis(gi_slices, list(spec["cis"])) is None:
-            return None
-        return [], list(gi["compute_instances"]), sorted(spec["cis"], reverse=True)
-    return kept, destroyed, new
+    """Keep what of a GI's compute instances the spec wants: (kept, destroyed, sizes to create).
+
+    Keeps the largest set of existing compute instances (busy ones first) whose sizes the spec
+    wants and around which the spec's other compute instances can still be placed; None when
+    the spec's compute instances do not fit the GI at all.
+    """
+    cis = list(gi["compute_instances"])
+    best: tuple | None = None
+    for mask in range(1 << len(cis)):
+        kept = [ci for n, ci in enumerate(cis) if mask >> n & 1]
+        want = Counter(spec["cis"])
+        want.subtract(ci["slices"] for ci in kept)
+        if any(count < 0 for count in want.values()):
+            continue
+        new = sorted(want.elements(), reverse=True)
+        if new and place_cis(gi_slices, new, [(c["start"], c["size"]) for c in kept]) is None:
+            continue
+        score = (sum(1 for c in kept if c.get("processes")), len(kept), -mask)
+        if best is None or score > best[0]:
+            best = (score, kept, new)
+    if best is None:
+        return None
+    _score, kept, new = best
+    return kept, [ci for ci in cis if ci not in kept], new
 
 
 def plan_layout(profiles: list[dict], current: list[dict], specs: list[dict], model: str = "this GPU") -> dict:

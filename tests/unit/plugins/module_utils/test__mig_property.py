@@ -8,11 +8,12 @@ in gpusim.layouts, independent of the planner, says what that is).
 
 from __future__ import annotations
 
+import os
 import random
 
 import pynvml
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from ansible_collections.gpuops.sharing.plugins.module_utils import _mig, _mig_apply
@@ -21,6 +22,11 @@ from gpusim import catalogue, layouts
 from gpusim import state as gstate
 
 MIG_MODELS = [k for k in catalogue.model_keys() if catalogue.MODELS[k].get("mig")]
+# `make test` runs a fixed (derandomized) set of examples so that CI is repeatable; set
+# GPUOPS_PROPERTY_EXPLORE=<examples> to search with fresh random examples instead.
+EXPLORE = int(os.environ.get("GPUOPS_PROPERTY_EXPLORE", "0"))
+PROPERTY = settings(max_examples=EXPLORE or 150, derandomize=not EXPLORE, deadline=None,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 def build(path: str, current: list[dict]) -> None:
@@ -33,8 +39,11 @@ def no_commands(argv):
     raise AssertionError(f"unexpected command {argv}")
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@PROPERTY
 @given(model=st.sampled_from(MIG_MODELS), seed=st.integers(0, 2**32 - 1))
+# found by a random run: two 1c kept in a 4g block the 2c the target adds; keeping one of them is
+# enough, where the planner used to rebuild all the GI's compute instances
+@example(model="A100-SXM4-40GB", seed=5865)
 def test_any_state_to_any_valid_layout(sim, model, seed):
     rng = random.Random(seed)
     sim.init(model, 1, "--mig-enabled")
