@@ -1,0 +1,467 @@
+# Copyright (c) gpuops.sharing contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""MPS control daemons: parse, validate, plan. Private to this collection: not a public API.
+
+Pure functions, no I/O: the daemon's replies come in as text, the GPUs as plain dicts (see
+``_mps_host.inventory``), and plans go out as lists of operations.
+
+The control interface, as NVIDIA documents it (MPS documentation, "Legacy MPS v2 Interface",
+https://docs.nvidia.com/deploy/mps/mpsv2-interface.html, and nvidia-cuda-mps-control(1)):
+
+* The binary takes only ``-d`` (daemon in the background) or ``-f`` (foreground); every other
+  command goes to the running daemon on stdin: ``echo quit | nvidia-cuda-mps-control``.
+* ``set_default_active_thread_percentage <percentage>`` / ``get_default_active_thread_percentage``;
+  the reply is a float (``25.0``, NVIDIA GPU Operator docs), hence :func:`parse_percentage_reply`.
+* ``set_default_device_pinned_mem_limit <dev> <value>``: "The value must be in the form of an
+  integer followed by a qualifier, either G or M"; ``get_default_device_pinned_mem_limit <dev>``
+  replies in that form (``3G``).  ``dev`` is an ordinal or a UUID and is "not validated"; limits are
+  kept per identifier.  Each daemon here sees exactly one device (``CUDA_VISIBLE_DEVICES=<UUID>``),
+  which is ordinal ``0`` for it; limits are set by ordinal, as NVIDIA's k8s-device-plugin does
+  (NVIDIA/k8s-device-plugin#572: limits set by UUID were not applied).
+* ``set_default_client_priority <0|1>`` / ``get_default_client_priority``: "0 [NORMAL] and
+  1 [BELOW NORMAL]", "hints to the CUDA Driver, not guarantees".
+* Defaults apply to servers started later ("If there is already a server spawned, this command will
+  only affect the next server").  ``get_server_list`` prints the PIDs of the servers;
+  ``get_active_thread_percentage <PID>``, ``get_device_pinned_mem_limit <PID> <dev>`` read a server's
+  limits and ``set_active_thread_percentage <PID> <pct>`` / ``set_device_pinned_mem_limit <PID>
+  <dev> <value>`` change them for "clients created with that server afterwards. Existing clients
+  are not affected."  ``get_client_list <PID>`` prints the PIDs of a server's clients.
+* Without a daemon the client prints ``Cannot find MPS control daemon process``.
+* The environment of the control daemon at start sets its defaults:
+  ``CUDA_MPS_ACTIVE_THREAD_PERCENTAGE``, ``CUDA_MPS_PINNED_DEVICE_MEM_LIMIT`` (``0=4G``) and
+  ``CUDA_MPS_CLIENT_PRIORITY`` ("Appendix: Environment Variables").  ``CUDA_MPS_PIPE_DIRECTORY`` holds
+  the daemon's socket ``control`` (default ``/tmp/nvidia-mps``); ``CUDA_MPS_LOG_DIRECTORY`` its
+  ``control.log`` (default ``/var/log/nvidia-mps``).  Clients need the same pipe directory and must not
+  set ``CUDA_VISIBLE_DEVICES`` ("Appendix: Common Tasks").
+* Compute mode: NVIDIA recommends ``EXCLUSIVE_PROCESS`` with MPS ("When to Use MPS", "GPU Compute
+  Modes"); it does not survive a reboot, and the driver refuses it on a MIG-enabled GPU ("Setting
+  compute mode to EXCLUSIVE_PROCESS is not supported on a MIG-enabled device", NVIDIA/DCGM#82), so
+  it is managed for whole-GPU targets only.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+
+SOCKET_PATH_MAX = 107          # sun_path is 108 bytes including the terminating NUL (unix(7))
+CONTROL_SOCKET = "control"
+DEVICE = "0"                   # the one device a per-target daemon sees
+DEFAULT_PIPE_DIRECTORY = "/run/nvidia-mps/{name}"
+DEFAULT_LOG_DIRECTORY = "/var/log/nvidia-mps/{name}"
+NO_DAEMON = "Cannot find MPS control daemon process"
+COMPUTE_MODES = ("exclusive_process", "default", "unchanged")
+SETTINGS = ("active_thread_percentage", "device_pinned_mem_limit_mib", "client_priority")
+_NAME = re.compile(r"^gpu(\d+)(?:-mig(\d+)\.(\d+))?$")
+_SIZE = re.compile(r"^\s*(\d+)\s*([A-Za-z]*)\s*$")
+_UNITS = {"M": 1, "MB": 1, "MIB": 1, "G": 1024, "GB": 1024, "GIB": 1024, "T": 1024 * 1024, "TB": 1024 * 1024,
+          "TIB": 1024 * 1024}
+
+
+class MpsError(Exception):
+    """A request that cannot be met; the message names the value, why, and what would be valid."""
+
+
+# --------------------------------------------------------------------------- values
+
+def parse_size(value, what: str = "default_device_pinned_mem_limit") -> int:
+    """``4G``, ``4GiB``, ``4096M``, ``4096MB`` -> MiB (binary units: the daemon's G is 1024 M)."""
+    text = str(value)
+    m = _SIZE.match(text)
+    unit = m.group(2).upper() if m else ""
+    if not m or unit not in _UNITS:
+        hint = ""
+        if m and not unit:
+            hint = f" (a number without a unit is ambiguous: did you mean {text.strip()}M?)"
+        elif re.match(r"^\s*\d+[.,]\d+", text):
+            hint = " (use whole numbers: 1536M instead of 1.5G)"
+        raise MpsError(f"{what}={text!r} is not a memory size{hint}; give an integer with a unit: "
+                       f"M, MB or MiB, G, GB or GiB (binary units), for example 4G or 4096M")
+    mib = int(m.group(1)) * _UNITS[unit]
+    if mib <= 0:
+        raise MpsError(f"{what}={text!r} must be more than 0; to have no limit, leave it unset")
+    return mib
+
+
+def format_size(mib: int) -> str:
+    """MiB -> the daemon's form: an integer followed by G or M (``4096`` -> ``4G``, ``1536`` -> ``1536M``)."""
+    return f"{mib // 1024}G" if mib % 1024 == 0 else f"{mib}M"
+
+
+def human_size(mib: int | None) -> str:
+    if mib is None:
+        return "none"
+    return f"{mib // 1024} GiB" if mib % 1024 == 0 else f"{mib} MiB"
+
+
+def validate_percentage(value) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 100:
+        raise MpsError(f"default_active_thread_percentage={value!r} is not valid; give a whole number from 1 to 100 "
+                       f"(the share of each GPU's threads one client may use; 100 means no limit)")
+    return value
+
+
+def validate_priority(value) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or value not in (0, 1):
+        raise MpsError(f"default_client_priority={value!r} is not valid; give 0 (NORMAL) or 1 (BELOW NORMAL)")
+    return value
+
+
+# --------------------------------------------------------------------------- replies
+
+class ReplyError(ValueError):
+    """A reply that is not what the command returns (an error text, or the wrong shape)."""
+
+
+def _one_line(text: str, command: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if len(lines) != 1:
+        raise ReplyError(f"{command}: expected one line, got {text.strip()!r}")
+    return lines[0]
+
+
+def parse_percentage_reply(text: str, command: str = "get_default_active_thread_percentage") -> float:
+    line = _one_line(text, command)
+    try:
+        value = float(line)
+    except ValueError:
+        raise ReplyError(f"{command}: {line!r} is not a percentage") from None
+    if not 0 < value <= 100:
+        raise ReplyError(f"{command}: {line!r} is not a percentage")
+    return round(value, 1)
+
+
+def parse_limit_reply(text: str, command: str = "get_default_device_pinned_mem_limit") -> int | None:
+    """``3G`` -> 3072, ``4096M`` -> 4096; ``0`` (no limit set) -> None."""
+    line = _one_line(text, command)
+    if line.upper() in ("0", "0M", "0G", "NONE", "N/A", "UNLIMITED"):
+        return None
+    m = re.match(r"^(\d+)\s*(M|G|MB|GB|MIB|GIB)$", line.upper())
+    if not m:
+        raise ReplyError(f"{command}: {line!r} is not a memory limit")
+    return int(m.group(1)) * _UNITS[m.group(2)]
+
+
+def parse_priority_reply(text: str, command: str = "get_default_client_priority") -> int:
+    line = _one_line(text, command)
+    if line not in ("0", "1"):
+        raise ReplyError(f"{command}: {line!r} is not a client priority")
+    return int(line)
+
+
+def parse_pid_list(text: str, command: str = "get_server_list") -> list[int]:
+    pids = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        if not line.strip().isdigit():
+            raise ReplyError(f"{command}: {line.strip()!r} is not a PID")
+        pids.append(int(line))
+    return pids
+
+
+def is_no_daemon(text: str) -> bool:
+    return NO_DAEMON in text
+
+
+# --------------------------------------------------------------------------- targets
+
+def target_name(gpu_index: int, mig: dict | None = None) -> str:
+    """``gpu0``; a MIG device: ``gpu0-mig<GPU instance start>.<compute instance start>``."""
+    if mig is None:
+        return f"gpu{gpu_index}"
+    return f"gpu{gpu_index}-mig{mig['gpu_instance_start']}.{mig['compute_instance_start']}"
+
+
+def _gpu_target(gpu: dict) -> dict:
+    return {"name": target_name(gpu["index"]), "kind": "gpu", "uuid": gpu["uuid"], "gpu_index": gpu["index"],
+            "gpu_uuid": gpu["uuid"], "gpu_name": gpu["name"], "mig": None,
+            "memory_total_mib": gpu["memory_total_mib"], "compute_mode": gpu.get("compute_mode")}
+
+
+def _mig_target(gpu: dict, dev: dict) -> dict:
+    mig = {"gpu_instance_start": dev["gpu_instance_start"], "compute_instance_start": dev["compute_instance_start"],
+           "gpu_instance_id": dev.get("gpu_instance_id"), "compute_instance_id": dev.get("compute_instance_id")}
+    return {"name": target_name(gpu["index"], mig), "kind": "mig", "uuid": dev["uuid"], "gpu_index": gpu["index"],
+            "gpu_uuid": gpu["uuid"], "gpu_name": gpu["name"], "mig": mig,
+            "memory_total_mib": dev["memory_total_mib"], "compute_mode": None}
+
+
+def _mig_gpu_error(gpu: dict, asked: str) -> MpsError:
+    devices = [d["uuid"] for d in gpu.get("mig_devices", [])]
+    names = [target_name(gpu["index"], d) for d in gpu.get("mig_devices", [])]
+    listed = ", ".join(f"{n} ({u})" for n, u in zip(names, devices)) if devices else "none yet: create them first"
+    return MpsError(f"target {asked!r}: GPU {gpu['index']} ({gpu['name']}, {gpu['uuid']}) is in MIG mode; an MPS "
+                    f"daemon serves one MIG device, not the GPU: name its MIG devices ({listed}) or use 'all'")
+
+
+def resolve_targets(requested: list[str], gpus: list[dict]) -> tuple[list[dict], list[str]]:
+    """Requested targets -> target dicts (stable order, no duplicates), and warnings.
+
+    A target is ``all``, a GPU index or UUID, a MIG device UUID, or a target name (``gpu0``,
+    ``gpu0-mig3.0``).  ``all`` is every GPU without MIG and every MIG device of the GPUs in MIG mode.
+    """
+    if not requested:
+        raise MpsError("targets is empty; give 'all', GPU indexes or UUIDs, or MIG device UUIDs")
+    by_index = {g["index"]: g for g in gpus}
+    by_uuid = {g["uuid"]: g for g in gpus}
+    mig_by_uuid = {d["uuid"]: (g, d) for g in gpus for d in g.get("mig_devices", [])}
+    mig_by_name = {target_name(g["index"], d): (g, d) for g in gpus for d in g.get("mig_devices", [])}
+    found: dict[str, dict] = {}
+    warnings: list[str] = []
+    for raw in requested:
+        asked = str(raw).strip()
+        if asked == "all":
+            for gpu in gpus:
+                if not gpu.get("mig_enabled"):
+                    found.setdefault(target_name(gpu["index"]), _gpu_target(gpu))
+                elif not gpu.get("mig_devices"):
+                    warnings.append(f"GPU {gpu['index']} ({gpu['uuid']}) is in MIG mode without MIG devices: "
+                                    f"no MPS daemon for it (create the MIG devices first)")
+                for dev in gpu.get("mig_devices", []):
+                    target = _mig_target(gpu, dev)
+                    found.setdefault(target["name"], target)
+            continue
+        gpu = None
+        if asked.isdigit():
+            gpu = by_index.get(int(asked))
+        elif asked in by_uuid:
+            gpu = by_uuid[asked]
+        elif _NAME.match(asked) and not _NAME.match(asked).group(2):
+            gpu = by_index.get(int(_NAME.match(asked).group(1)))
+        if gpu is not None:
+            if gpu.get("mig_enabled"):
+                raise _mig_gpu_error(gpu, asked)
+            found.setdefault(target_name(gpu["index"]), _gpu_target(gpu))
+            continue
+        pair = mig_by_uuid.get(asked) or mig_by_name.get(asked)
+        if pair is not None:
+            target = _mig_target(*pair)
+            found.setdefault(target["name"], target)
+            continue
+        valid = [str(g["index"]) for g in gpus] + [g["uuid"] for g in gpus] + list(mig_by_uuid) + list(mig_by_name)
+        raise MpsError(f"target {asked!r} matches no GPU or MIG device on this host; valid: 'all', "
+                       + (", ".join(valid) if valid else "(no GPUs found)"))
+    return list(found.values()), warnings
+
+
+def expand_directory(template: str, target: dict, what: str) -> str:
+    try:
+        path = template.format(name=target["name"], uuid=target["uuid"], gpu=target["gpu_index"])
+    except (KeyError, IndexError, ValueError) as exc:
+        raise MpsError(f"{what}={template!r} cannot be expanded ({exc}); it may use {{name}}, {{uuid}} and {{gpu}}") \
+            from None
+    if not path.startswith("/"):
+        raise MpsError(f"{what}={template!r} gives {path!r} for {target['name']}: it must be an absolute path")
+    return path.rstrip("/") or "/"
+
+
+def assign_directories(targets: list[dict], pipe_template: str, log_template: str) -> None:
+    """Sets ``pipe_directory``, ``log_directory`` and ``control_socket`` on each target, or raises."""
+    seen: dict[str, str] = {}
+    for target in targets:
+        pipe = expand_directory(pipe_template, target, "pipe_directory")
+        log = expand_directory(log_template, target, "log_directory")
+        socket_path = pipe + "/" + CONTROL_SOCKET
+        size = len(socket_path.encode())
+        if size > SOCKET_PATH_MAX:
+            raise MpsError(f"pipe_directory {pipe!r} of {target['name']} is too long: the daemon's socket {socket_path!r} "
+                           f"is {size} bytes and a Unix socket path can have at most {SOCKET_PATH_MAX} "
+                           f"(108 with the terminating NUL); use a shorter pipe_directory such as the default "
+                           f"{DEFAULT_PIPE_DIRECTORY!r}")
+        if pipe in seen:
+            raise MpsError(f"pipe_directory {pipe_template!r} gives {pipe!r} for both {seen[pipe]} and {target['name']}: "
+                           f"each daemon needs its own; put {{name}} in it")
+        seen[pipe] = target["name"]
+        target.update(pipe_directory=pipe, log_directory=log, control_socket=socket_path)
+
+
+def validate_limit_fits(targets: list[dict], limit_mib: int | None, given: str) -> None:
+    if limit_mib is None:
+        return
+    too_small = [t for t in targets if t["memory_total_mib"] and limit_mib > t["memory_total_mib"]]
+    if too_small:
+        smallest = min(t["memory_total_mib"] for t in too_small)
+        names = ", ".join(f"{t['name']} ({t['uuid']}, {human_size(t['memory_total_mib'])})" for t in too_small)
+        raise MpsError(f"default_device_pinned_mem_limit={given!r} ({human_size(limit_mib)}) is more than the memory of "
+                       f"{names}; give at most {format_size(smallest)}")
+
+
+def daemon_environment(target: dict, desired: dict) -> dict:
+    """What a control daemon for this target is started with (``-d`` by the module, ``-f`` by systemd)."""
+    env = {"CUDA_VISIBLE_DEVICES": target["uuid"], "CUDA_MPS_PIPE_DIRECTORY": target["pipe_directory"],
+           "CUDA_MPS_LOG_DIRECTORY": target["log_directory"]}
+    if desired.get("active_thread_percentage") is not None:
+        env["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] = str(desired["active_thread_percentage"])
+    if desired.get("device_pinned_mem_limit_mib") is not None:
+        env["CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"] = f"{DEVICE}={format_size(desired['device_pinned_mem_limit_mib'])}"
+    if desired.get("client_priority") is not None:
+        env["CUDA_MPS_CLIENT_PRIORITY"] = str(desired["client_priority"])
+    return env
+
+
+def client_environment(target: dict) -> dict:
+    return {"CUDA_MPS_PIPE_DIRECTORY": target["pipe_directory"], "CUDA_MPS_LOG_DIRECTORY": target["log_directory"]}
+
+
+# --------------------------------------------------------------------------- plan
+
+def not_running() -> dict:
+    return {"running": False, "defaults": {k: None for k in SETTINGS}, "servers": []}
+
+
+def started_with(desired: dict) -> dict:
+    """What a daemon started with ``daemon_environment(desired)`` reports: NVIDIA's defaults where unmanaged."""
+    return {"running": True, "servers": [], "defaults": {
+        "active_thread_percentage": float(desired["active_thread_percentage"])
+        if desired.get("active_thread_percentage") is not None else 100.0,
+        "device_pinned_mem_limit_mib": desired.get("device_pinned_mem_limit_mib"),
+        "client_priority": desired["client_priority"] if desired.get("client_priority") is not None else 0}}
+
+
+def _op(name: str, *args, text: str) -> dict:
+    return {"op": name, "args": list(args), "text": text}
+
+
+def command(op: dict) -> str:
+    """The control-interface line of a daemon operation."""
+    if op["op"] == "set_default_device_pinned_mem_limit":
+        return f"set_default_device_pinned_mem_limit {DEVICE} {op['args'][0]}"
+    if op["op"] == "set_device_pinned_mem_limit":
+        return f"set_device_pinned_mem_limit {op['args'][0]} {DEVICE} {op['args'][1]}"
+    return " ".join([op["op"], *(str(a) for a in op["args"])])
+
+
+def _differs(current, wanted) -> bool:
+    return wanted is not None and current != wanted
+
+
+def plan_target(target: dict, observed: dict, desired: dict, options: dict) -> dict:
+    """Operations that bring one target from ``observed`` to ``desired``; raises MpsError before any change.
+
+    ``options``: state, manage_daemon, restart_servers, force, compute_mode.
+    Returns {"operations": [...], "after": predicted observation, "restart_required": bool,
+    "compute_mode_after": str | None}.
+    """
+    ops: list[dict] = []
+    after = copy.deepcopy(observed)
+    name = target["name"]
+    restart_required = False
+    mode_after = target.get("compute_mode")
+    want_mode = options.get("compute_mode", "exclusive_process")
+    if options["state"] == "absent":
+        if observed["running"]:
+            busy = {s["pid"]: s["clients"] for s in observed["servers"] if s["clients"]}
+            if busy and not options.get("force"):
+                raise MpsError(f"{name}: the MPS daemon has servers with connected clients ("
+                               + "; ".join(f"server {p}: clients {', '.join(map(str, c))}" for p, c in busy.items())
+                               + "); stopping it would cut them off: stop the clients first or set force: true")
+            ops.append(_op("quit", text=f"{name}: quit the MPS control daemon ({target['control_socket']})"))
+            after = not_running()
+        if target["kind"] == "gpu" and want_mode == "default" and target.get("compute_mode") != "default":
+            ops.append(_op("compute_mode", "default", text=f"{name}: set compute mode of GPU "
+                           f"{target['gpu_index']} to DEFAULT"))
+            mode_after = "default"
+        return {"operations": ops, "after": after, "restart_required": False, "compute_mode_after": mode_after}
+
+    if target["kind"] == "gpu" and want_mode != "unchanged" and target.get("compute_mode") != want_mode:
+        ops.append(_op("compute_mode", want_mode, text=f"{name}: set compute mode of GPU {target['gpu_index']} "
+                       f"({target['gpu_uuid']}) to {want_mode.upper()}"))
+        mode_after = want_mode
+    if not observed["running"]:
+        if not options.get("manage_daemon"):
+            raise MpsError(f"{name}: no MPS control daemon listens on {target['control_socket']}; start it (the "
+                           f"gpuops.sharing.mps role runs it as systemd unit nvidia-mps@{name}) or set "
+                           f"manage_daemon: true to let this module start it")
+        ops.append(_op("start", text=f"{name}: start the MPS control daemon for {target['uuid']} "
+                       f"(nvidia-cuda-mps-control -d, pipe directory {target['pipe_directory']})"))
+        return {"operations": ops, "after": started_with(desired), "restart_required": False,
+                "compute_mode_after": mode_after}
+
+    current = observed["defaults"]
+    pct = desired.get("active_thread_percentage")
+    if pct is not None and current["active_thread_percentage"] != float(pct):
+        ops.append(_op("set_default_active_thread_percentage", pct,
+                       text=f"{name}: default active thread percentage {_show_pct(current['active_thread_percentage'])}"
+                            f" -> {pct}"))
+        after["defaults"]["active_thread_percentage"] = float(pct)
+    limit = desired.get("device_pinned_mem_limit_mib")
+    if _differs(current["device_pinned_mem_limit_mib"], limit):
+        ops.append(_op("set_default_device_pinned_mem_limit", format_size(limit),
+                       text=f"{name}: default device pinned memory limit "
+                            f"{human_size(current['device_pinned_mem_limit_mib'])} -> {human_size(limit)}"))
+        after["defaults"]["device_pinned_mem_limit_mib"] = limit
+    priority = desired.get("client_priority")
+    if _differs(current["client_priority"], priority):
+        ops.append(_op("set_default_client_priority", priority,
+                       text=f"{name}: default client priority {current['client_priority']} -> {priority}"))
+        after["defaults"]["client_priority"] = priority
+
+    for n, server in enumerate(observed["servers"]):
+        stale = stale_settings(server, desired)
+        if not stale:
+            continue
+        if not options.get("restart_servers"):
+            restart_required = True
+            continue
+        if server["clients"] and not options.get("force"):
+            raise MpsError(f"{name}: MPS server {server['pid']} runs with {', '.join(stale)} different from the "
+                           f"requested ones and has connected clients ({', '.join(map(str, server['clients']))}) that "
+                           f"keep theirs; stop those clients, or set force: true to update the server for the clients "
+                           f"that connect later")
+        server_after = after["servers"][n]
+        if "active_thread_percentage" in stale:
+            ops.append(_op("set_active_thread_percentage", server["pid"], pct,
+                           text=f"{name}: server {server['pid']} active thread percentage "
+                                f"{_show_pct(server['active_thread_percentage'])} -> {pct}"))
+            server_after["active_thread_percentage"] = float(pct)
+        if "device_pinned_mem_limit" in stale:
+            ops.append(_op("set_device_pinned_mem_limit", server["pid"], format_size(limit),
+                           text=f"{name}: server {server['pid']} device pinned memory limit "
+                                f"{human_size(server['device_pinned_mem_limit_mib'])} -> {human_size(limit)}"))
+            server_after["device_pinned_mem_limit_mib"] = limit
+        # clients connected before keep the limits they got: they must reconnect
+        restart_required = restart_required or bool(server["clients"])
+    return {"operations": ops, "after": after, "restart_required": restart_required, "compute_mode_after": mode_after}
+
+
+def stale_settings(server: dict, desired: dict) -> list[str]:
+    stale = []
+    pct = desired.get("active_thread_percentage")
+    if pct is not None and server["active_thread_percentage"] != float(pct):
+        stale.append("active_thread_percentage")
+    if _differs(server["device_pinned_mem_limit_mib"], desired.get("device_pinned_mem_limit_mib")):
+        stale.append("device_pinned_mem_limit")
+    return stale
+
+
+def _show_pct(value) -> str:
+    if value is None:
+        return "none"
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def describe(target: dict, observed: dict, compute_mode: str | None) -> str:
+    """The managed settings of one target, for diff before/after."""
+    lines = [f"{target['name']} ({target['uuid']}):"]
+    if not observed["running"]:
+        lines.append("  daemon: stopped")
+    else:
+        d = observed["defaults"]
+        lines += ["  daemon: running",
+                  f"  default_active_thread_percentage: {_show_pct(d['active_thread_percentage'])}",
+                  f"  default_device_pinned_mem_limit: {human_size(d['device_pinned_mem_limit_mib'])}",
+                  f"  default_client_priority: {d['client_priority']}"]
+        for server in observed["servers"]:
+            lines.append(f"  server {server['pid']}: active_thread_percentage "
+                         f"{_show_pct(server['active_thread_percentage'])}, device_pinned_mem_limit "
+                         f"{human_size(server['device_pinned_mem_limit_mib'])}, clients {len(server['clients'])}")
+    if target["kind"] == "gpu":
+        lines.append(f"  compute_mode: {compute_mode}")
+    return "\n".join(lines) + "\n"

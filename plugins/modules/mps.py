@@ -1,0 +1,405 @@
+#!/usr/bin/python
+# Copyright (c) gpuops.sharing contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: mps
+short_description: Manage NVIDIA MPS control daemons and their limits, per GPU or per MIG device
+version_added: 0.2.0
+description:
+  - Manages one NVIDIA CUDA Multi-Process Service (MPS) control daemon per target, a whole GPU or one MIG device,
+    each with its own pipe and log directory and C(CUDA_VISIBLE_DEVICES) set to the target's UUID.
+  - Reads the live settings of each daemon through its control interface (C(nvidia-cuda-mps-control) with commands
+    on stdin) and changes only those that differ from the requested ones. Percentages come back from the daemon as
+    floats and memory limits in the daemon's own units; both are normalised before comparing, so a second run reports
+    no change.
+  - Daemon defaults apply to MPS servers started later. A server that is already running with other limits is
+    reported in RV(restart_required) and left alone unless O(restart_servers=true).
+  - Sets the compute mode of whole-GPU targets to C(EXCLUSIVE_PROCESS) (NVIDIA's recommendation for MPS); compute mode
+    does not survive a reboot. The driver refuses compute modes on MIG-enabled GPUs, so MIG targets have none.
+  - "Who runs the daemons: with O(manage_daemon=false) (the default) the module expects them running, as the
+    P(gpuops.sharing.mps#role) role's systemd units (C(nvidia-mps@<target>.service)) run them, and manages their
+    settings only. With O(manage_daemon=true) it also starts missing daemons itself (C(nvidia-cuda-mps-control -d)
+    with the limits in the environment), for hosts without systemd; such daemons are not restarted after a crash or
+    a reboot."
+  - O(state=absent) stops the daemons (the C(quit) command); not while clients are connected, unless O(force=true).
+extends_documentation_fragment:
+  - gpuops.sharing._attributes
+  - gpuops.sharing._attributes.NVML
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+    details:
+      - The diff shows, per target, whether the daemon runs, its default limits, its servers' limits and the GPU's
+        compute mode, before and after.
+  idempotent:
+    support: full
+options:
+  targets:
+    description:
+      - What gets a daemon. V(all) is every GPU without MIG and every MIG device of the GPUs in MIG mode.
+      - Otherwise GPU indexes (V(0)) or UUIDs (V(GPU-...)), MIG device UUIDs (V(MIG-...)), or target names as
+        returned in RV(targets[].name) (V(gpu0), V(gpu0-mig3.0)).
+      - A GPU in MIG mode cannot be a target itself, since an MPS daemon serves one MIG device.
+    type: list
+    elements: str
+    default: [all]
+  state:
+    description:
+      - V(present) makes sure each target's daemon runs with the requested settings.
+      - V(absent) stops each target's daemon.
+    type: str
+    choices: [present, absent]
+    default: present
+  pipe_directory:
+    description:
+      - The daemon's C(CUDA_MPS_PIPE_DIRECTORY), where its control socket C(control) is; clients use the same one.
+      - C({name}), C({uuid}) and C({gpu}) are replaced with the target's name, UUID and GPU index; with more than one
+        target it must contain one of them.
+      - The socket path C(<pipe_directory>/control) must fit a Unix socket path (at most 107 bytes).
+    type: str
+    default: /run/nvidia-mps/{name}
+  log_directory:
+    description:
+      - The daemon's C(CUDA_MPS_LOG_DIRECTORY), where it writes C(control.log) and its servers C(server.log).
+      - Placeholders as in O(pipe_directory).
+    type: str
+    default: /var/log/nvidia-mps/{name}
+  default_active_thread_percentage:
+    description:
+      - The share of each device's threads one MPS client may use, from V(1) to V(100)
+        (C(set_default_active_thread_percentage)). It limits, it does not reserve.
+      - Not managed when not given.
+    type: int
+  default_device_pinned_mem_limit:
+    description:
+      - The device memory each MPS client may allocate on the target (C(set_default_device_pinned_mem_limit)), for
+        example V(4G), V(4GiB) or V(4096M); units are binary (G = 1024 M). More than the target's memory is an error.
+      - Not managed when not given.
+    type: str
+  default_client_priority:
+    description:
+      - Priority of new clients' work, V(0) (normal) or V(1) (below normal) (C(set_default_client_priority)); a hint
+        to the driver, not a guarantee.
+      - Not managed when not given.
+    type: int
+    choices: [0, 1]
+  compute_mode:
+    description:
+      - Compute mode of whole-GPU targets. V(exclusive_process) makes the MPS server the only process on the GPU.
+      - V(unchanged) leaves it as it is.
+      - With O(state=absent), only V(default) acts (the GPU is put back to C(DEFAULT) after its daemon stopped).
+      - MIG targets have no compute mode of their own; this does not apply to them.
+    type: str
+    choices: [exclusive_process, default, unchanged]
+    default: exclusive_process
+  manage_daemon:
+    description:
+      - Start a target's daemon when none runs (V(true)), or fail saying how to start it (V(false)).
+      - Leave V(false) where systemd runs the daemons (the P(gpuops.sharing.mps#role) role).
+    type: bool
+    default: false
+  restart_servers:
+    description:
+      - Bring MPS servers that run with other limits up to date, with the per-server commands
+        C(set_active_thread_percentage) and C(set_device_pinned_mem_limit) (NVIDIA documents no command to restart
+        one server; those commands give every client that connects afterwards the new limits, as a restarted server
+        would).
+      - Refused for a server with connected clients unless O(force=true); those clients keep the limits they started
+        with until they reconnect, and RV(restart_required) stays V(true).
+    type: bool
+    default: false
+  force:
+    description:
+      - Allow O(restart_servers) on servers with connected clients, and O(state=absent) on daemons with connected
+        clients (they lose their MPS server).
+    type: bool
+    default: false
+  timeout:
+    description: Seconds to wait for a daemon to stop after C(quit).
+    type: float
+    default: 10.0
+notes:
+  - Each daemon sees exactly one device, so limits are set for device ordinal C(0), as NVIDIA's own Kubernetes
+    device plugin does.
+  - Target names of MIG devices are made of the placements of their GPU and compute instance, which stay the same
+    when a layout is re-created (as P(gpuops.sharing.mig#module) does); MIG device UUIDs change.
+seealso:
+  - module: gpuops.sharing.mig
+  - name: NVIDIA Multi-Process Service documentation
+    description: Control commands, environment variables, limits, error containment.
+    link: https://docs.nvidia.com/deploy/mps/
+author:
+  - gpuops.sharing maintainers (@gpuops)
+"""
+
+EXAMPLES = r"""
+- name: One MPS daemon per MIG device, 4 GiB and a quarter of the threads per client
+  gpuops.sharing.mps:
+    targets: [all]
+    default_active_thread_percentage: 25
+    default_device_pinned_mem_limit: 4G
+  become: true
+
+- name: Two GPUs, daemons started by the module (host without systemd)
+  gpuops.sharing.mps:
+    targets: ["0", "1"]
+    manage_daemon: true
+    default_client_priority: 1
+  become: true
+
+- name: Update running servers too (refused while clients are connected)
+  gpuops.sharing.mps:
+    targets: [all]
+    default_active_thread_percentage: 50
+    restart_servers: true
+  register: mps
+  become: true
+
+- name: Tell which clients still run with the old limits
+  ansible.builtin.debug:
+    msg: "{{ mps.targets | selectattr('restart_required') | map(attribute='name') | list }}"
+  when: mps.restart_required
+
+- name: Stop the daemon of GPU 1 and put the GPU back to the DEFAULT compute mode
+  gpuops.sharing.mps:
+    targets: ["1"]
+    state: absent
+    compute_mode: default
+  become: true
+"""
+
+RETURN = r"""
+restart_required:
+  description: Whether a running MPS server, or clients connected to one, still have limits other than the requested
+    ones (they get them when the server is restarted, or the clients reconnect).
+  returned: always
+  type: bool
+  sample: false
+operations:
+  description: What was done, or in check mode would be done, one line each.
+  returned: always
+  type: list
+  elements: str
+  sample: ["gpu0: default active thread percentage 100 -> 25"]
+targets:
+  description: One entry per target, in GPU order.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    name:
+      description: Target name, stable across reboots; used in the default directories and the role's unit names.
+      type: str
+      sample: gpu0-mig3.0
+    kind:
+      description: V(gpu) or V(mig).
+      type: str
+    uuid:
+      description: UUID of the GPU or MIG device (the daemon's C(CUDA_VISIBLE_DEVICES)).
+      type: str
+    gpu_index:
+      description: NVML index of the (parent) GPU.
+      type: int
+    gpu_uuid:
+      description: UUID of the (parent) GPU.
+      type: str
+    mig:
+      description: For MIG devices, C(gpu_instance_start), C(compute_instance_start), C(gpu_instance_id) and
+        C(compute_instance_id); V(null) for GPUs.
+      type: dict
+    memory_total_mib:
+      description: Memory of the GPU or MIG device.
+      type: int
+    pipe_directory:
+      description: The daemon's pipe directory.
+      type: str
+    log_directory:
+      description: The daemon's log directory.
+      type: str
+    control_socket:
+      description: The daemon's control socket.
+      type: str
+    running:
+      description: Whether the daemon runs (after the change; predicted in check mode).
+      type: bool
+    settings:
+      description: The daemon's defaults C(active_thread_percentage), C(device_pinned_mem_limit) (such as V(4G), or
+        V(null) for none) and C(client_priority); V(null) values when it does not run.
+      type: dict
+    servers:
+      description: Running MPS servers with C(pid), C(active_thread_percentage), C(device_pinned_mem_limit),
+        C(clients) (PIDs) and C(stale) (limits differ from the requested ones).
+      type: list
+      elements: dict
+    compute_mode:
+      description: Compute mode of the GPU; V(null) for MIG devices.
+      type: str
+    restart_required:
+      description: Whether this target's servers or their clients still run with other limits.
+      type: bool
+    operations:
+      description: This target's operations.
+      type: list
+      elements: str
+    daemon_environment:
+      description: The environment the daemon is (to be) started with, as the role's unit uses it.
+      type: dict
+      sample:
+        CUDA_VISIBLE_DEVICES: MIG-2d9e0b9c-8f0a-5b8e-9c55-0d2c1a7d1f3e
+        CUDA_MPS_PIPE_DIRECTORY: /run/nvidia-mps/gpu0-mig0.0
+        CUDA_MPS_LOG_DIRECTORY: /var/log/nvidia-mps/gpu0-mig0.0
+        CUDA_MPS_ACTIVE_THREAD_PERCENTAGE: "25"
+        CUDA_MPS_PINNED_DEVICE_MEM_LIMIT: 0=4G
+    client_environment:
+      description: What clients set to use this daemon (C(CUDA_MPS_PIPE_DIRECTORY), C(CUDA_MPS_LOG_DIRECTORY)); clients
+        must not set C(CUDA_VISIBLE_DEVICES).
+      type: dict
+"""
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.gpuops.sharing.plugins.module_utils import _mps, _mps_host
+from ansible_collections.gpuops.sharing.plugins.module_utils._nvml import (
+    HAS_PYNVML,
+    PYNVML_IMPORT_ERROR,
+    Nvml,
+    NvmlError,
+)
+
+
+def _settings(observed: dict) -> dict:
+    d = observed["defaults"]
+    limit = d["device_pinned_mem_limit_mib"]
+    return {"active_thread_percentage": d["active_thread_percentage"], "client_priority": d["client_priority"],
+            "device_pinned_mem_limit": None if limit is None else _mps.format_size(limit)}
+
+
+def _servers(observed: dict, desired: dict) -> list[dict]:
+    return [{"pid": s["pid"], "active_thread_percentage": s["active_thread_percentage"],
+             "device_pinned_mem_limit": None if s["device_pinned_mem_limit_mib"] is None
+             else _mps.format_size(s["device_pinned_mem_limit_mib"]),
+             "clients": s["clients"], "stale": bool(_mps.stale_settings(s, desired))} for s in observed["servers"]]
+
+
+def _same(a: dict, b: dict) -> bool:
+    """Running state, defaults and server limits equal (clients may come and go meanwhile)."""
+    def key(o):
+        servers = [(s["pid"], s["active_thread_percentage"], s["device_pinned_mem_limit_mib"]) for s in o["servers"]]
+        return (o["running"], o["defaults"], servers)
+    return key(a) == key(b)
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "targets": {"type": "list", "elements": "str", "default": ["all"]},
+            "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
+            "pipe_directory": {"type": "str", "default": _mps.DEFAULT_PIPE_DIRECTORY},
+            "log_directory": {"type": "str", "default": _mps.DEFAULT_LOG_DIRECTORY},
+            "default_active_thread_percentage": {"type": "int"},
+            "default_device_pinned_mem_limit": {"type": "str"},
+            "default_client_priority": {"type": "int", "choices": [0, 1]},
+            "compute_mode": {"type": "str", "choices": list(_mps.COMPUTE_MODES), "default": "exclusive_process"},
+            "manage_daemon": {"type": "bool", "default": False},
+            "restart_servers": {"type": "bool", "default": False},
+            "force": {"type": "bool", "default": False},
+            "timeout": {"type": "float", "default": 10.0},
+        },
+        supports_check_mode=True,
+    )
+    p = module.params
+    result = {"changed": False, "restart_required": False, "operations": [], "targets": []}
+    if not HAS_PYNVML:
+        module.fail_json(msg=missing_required_lib("nvidia-ml-py"), exception=PYNVML_IMPORT_ERROR, **result)
+
+    def run(argv, data, env):
+        return module.run_command(argv, data=data, binary_data=False, environ_update=env)
+
+    done: list[str] = []
+    try:
+        limit_text = p["default_device_pinned_mem_limit"]
+        desired = {"active_thread_percentage": _mps.validate_percentage(p["default_active_thread_percentage"]),
+                   "device_pinned_mem_limit_mib": None if limit_text is None else _mps.parse_size(limit_text),
+                   "client_priority": _mps.validate_priority(p["default_client_priority"])}
+        options = {k: p[k] for k in ("state", "manage_daemon", "restart_servers", "force", "compute_mode")}
+        with Nvml() as nv:
+            targets, warnings = _mps.resolve_targets(p["targets"], _mps_host.inventory(nv))
+            for warning in warnings:
+                module.warn(warning)
+            _mps.assign_directories(targets, p["pipe_directory"], p["log_directory"])
+            if p["state"] == "present":
+                _mps.validate_limit_fits(targets, desired["device_pinned_mem_limit_mib"], limit_text)
+            controls = [_mps_host.Control(run, module.get_bin_path("nvidia-cuda-mps-control"), t) for t in targets]
+            before = _mps_host.parallel(lambda c: c.observe(), controls)
+            plans = [_mps.plan_target(t, o, desired, options) for t, o in zip(targets, before)]   # raises first
+            changed = any(plan["operations"] for plan in plans)
+            after = [plan["after"] for plan in plans]
+            if changed and not module.check_mode:
+                after = _apply(module, nv, targets, controls, plans, desired, done)
+    except (_mps.MpsError, _mps_host.DaemonError, NvmlError) as exc:
+        # what was done before the failure: the next run converges from there
+        partial = {**result, "changed": bool(done), "operations": done}
+        module.fail_json(msg=str(exc), done=done, **partial)
+
+    for target, obs, plan in zip(targets, after, plans):
+        result["targets"].append({
+            **{k: target[k] for k in ("name", "kind", "uuid", "gpu_index", "gpu_uuid", "mig", "memory_total_mib",
+                                      "pipe_directory", "log_directory", "control_socket")},
+            "running": obs["running"], "settings": _settings(obs), "servers": _servers(obs, desired),
+            "compute_mode": plan["compute_mode_after"], "restart_required": plan["restart_required"],
+            "operations": [op["text"] for op in plan["operations"]],
+            "daemon_environment": _mps.daemon_environment(target, desired),
+            "client_environment": _mps.client_environment(target)})
+    result["changed"] = changed
+    result["restart_required"] = any(plan["restart_required"] for plan in plans)
+    result["operations"] = [op["text"] for plan in plans for op in plan["operations"]]
+    if module._diff:
+        result["diff"] = {
+            "before": "".join(_mps.describe(t, o, t["compute_mode"]) for t, o, pl in zip(targets, before, plans)
+                              if pl["operations"]),
+            "after": "".join(_mps.describe(t, o, pl["compute_mode_after"]) for t, o, pl in zip(targets, after, plans)
+                             if pl["operations"])}
+    module.exit_json(**result)
+
+
+def _apply(module, nv, targets, controls, plans, desired, done) -> list[dict]:
+    """Compute modes (before a daemon starts, after it stopped), then every daemon's operations; re-read; verify."""
+    absent = module.params["state"] == "absent"
+
+    def set_modes():
+        for target, plan in zip(targets, plans):
+            for op in plan["operations"]:
+                if op["op"] == "compute_mode":
+                    nv.set_compute_mode(nv.gpu(target["gpu_index"]), op["args"][0])
+                    done.append(op["text"])
+
+    def apply_one(item):
+        control, plan = item
+        ops = [op for op in plan["operations"] if op["op"] != "compute_mode"]
+        if ops:
+            control.apply(ops, desired, module.params["timeout"])
+            done.extend(op["text"] for op in ops)
+
+    if not absent:
+        set_modes()
+    _mps_host.parallel(apply_one, list(zip(controls, plans)))
+    if absent:
+        set_modes()
+    after = _mps_host.parallel(lambda c: c.observe(), controls)
+    for target, plan, obs in zip(targets, plans, after):
+        if not _same(obs, plan["after"]):
+            raise _mps_host.DaemonError(
+                f"{target['name']}: the MPS control daemon does not report the requested settings after the change "
+                f"(expected {_mps.describe(target, plan['after'], None).strip()!r}, "
+                f"got {_mps.describe(target, obs, None).strip()!r}); see {target['log_directory']}/control.log")
+    return after
+
+
+if __name__ == "__main__":
+    main()

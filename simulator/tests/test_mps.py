@@ -1,0 +1,233 @@
+"""MPS: gpusim's nvidia-cuda-mps-control (daemon -d/-f, stdin client), clients, reboot."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from gpusim import cli, mps, mps_client
+
+SIM = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONTROL = os.path.join(SIM, "bin", "nvidia-cuda-mps-control")
+
+
+class Mps:
+    def __init__(self, host, tmp_path):
+        self.host = host
+        self.pipe = str(tmp_path / "pipe")
+        self.log = str(tmp_path / "log")
+        self.daemons: list[int] = []
+
+    def env(self, **extra) -> dict:
+        return {**os.environ, "GPUSIM_STATE": self.host.path, "CUDA_MPS_PIPE_DIRECTORY": self.pipe,
+                "CUDA_MPS_LOG_DIRECTORY": self.log, **extra}
+
+    def start(self, **extra) -> subprocess.CompletedProcess:
+        done = subprocess.run([sys.executable, CONTROL, "-d"], env=self.env(**extra), capture_output=True, text=True,
+                              check=False)
+        if done.returncode == 0:
+            self.daemons.append(self.pid())
+        return done
+
+    def pid(self) -> int:
+        with open(os.path.join(self.pipe, mps.PID_FILE)) as fh:
+            return int(fh.read())
+
+    def ctl(self, *commands: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, CONTROL], input="".join(c + "\n" for c in commands), env=self.env(),
+                              capture_output=True, text=True, check=False)
+
+    def out(self, *commands: str) -> str:
+        done = self.ctl(*commands)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    def client(self, action: str, pid: int, *extra: str) -> int:
+        return cli.main(["mps", "client", action, "--pid", str(pid), "--pipe-directory", self.pipe, *extra])
+
+    def log_text(self) -> str:
+        with open(os.path.join(self.log, "control.log")) as fh:
+            return fh.read()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(") ", 1)[1][:1] != "Z"
+    except OSError:
+        return False
+
+
+def _wait_gone(pid: int, seconds: float = 5.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@pytest.fixture
+def daemon(host, tmp_path):
+    host.init("A100-SXM4-40GB", 1)
+    m = Mps(host, tmp_path)
+    yield m
+    for pid in m.daemons:
+        if _alive(pid):
+            os.kill(pid, signal.SIGTERM)
+            _wait_gone(pid)
+
+
+def test_client_without_daemon_prints_nvidia_text_and_fails(daemon):
+    done = daemon.ctl("get_server_list")
+    assert done.returncode == 1
+    assert done.stdout.strip() == "Cannot find MPS control daemon process"
+
+
+def test_background_daemon_takes_defaults_from_its_environment(daemon):
+    assert daemon.start(CUDA_MPS_ACTIVE_THREAD_PERCENTAGE="25", CUDA_MPS_PINNED_DEVICE_MEM_LIMIT="0=1G,1=512MB",
+                        CUDA_MPS_CLIENT_PRIORITY="1").returncode == 0
+    assert os.path.exists(os.path.join(daemon.pipe, "control"))
+    out = daemon.out("get_default_active_thread_percentage", "get_default_device_pinned_mem_limit 0",
+                     "get_default_device_pinned_mem_limit 1", "get_default_client_priority", "get_server_list")
+    assert out == "25.0\n1G\n512M\n1\n"
+    log = daemon.log_text()
+    assert f"Starting control daemon using socket {daemon.pipe}/control" in log
+    assert f"set env CUDA_MPS_PIPE_DIRECTORY={daemon.pipe}" in log
+    assert "Cmd:get_default_device_pinned_mem_limit 0" in log
+
+
+def test_documented_defaults_without_environment(daemon):
+    daemon.start()
+    assert daemon.out("get_default_active_thread_percentage", "get_default_client_priority") == "100.0\n0\n"
+
+
+def test_set_commands_and_value_formats(daemon):
+    daemon.start()
+    assert daemon.out("set_default_active_thread_percentage 30", "set_default_device_pinned_mem_limit 0 4096M",
+                      "set_default_device_pinned_mem_limit GPU-abc 2G", "set_default_client_priority 1") == ""
+    out = daemon.out("get_default_active_thread_percentage", "get_default_device_pinned_mem_limit 0",
+                     "get_default_device_pinned_mem_limit GPU-abc", "get_default_client_priority")
+    assert out == "30.0\n4096M\n2G\n1\n"
+
+
+@pytest.mark.parametrize("command", [
+    "set_default_active_thread_percentage 0",
+    "set_default_active_thread_percentage 101",
+    "set_default_device_pinned_mem_limit 0 4GiB",
+    "set_default_device_pinned_mem_limit 0 1.5G",
+    "set_default_client_priority 2",
+    "get_active_thread_percentage 999999",
+])
+def test_bad_values_are_refused_and_change_nothing(daemon, command):
+    daemon.start()
+    before = daemon.out("get_default_active_thread_percentage", "get_default_device_pinned_mem_limit 0",
+                        "get_default_client_priority")
+    assert "Invalid" in daemon.out(command)
+    assert daemon.out("get_default_active_thread_percentage", "get_default_device_pinned_mem_limit 0",
+                      "get_default_client_priority") == before
+
+
+def test_servers_take_defaults_at_start_and_keep_them(daemon):
+    daemon.start(CUDA_MPS_ACTIVE_THREAD_PERCENTAGE="40")
+    assert daemon.client("add", 4242) == 0
+    servers = daemon.out("get_server_list").split()
+    assert len(servers) == 1
+    server = servers[0]
+    assert daemon.out(f"get_client_list {server}") == "4242\n"
+    daemon.out("set_default_active_thread_percentage 20")
+    # "If there is already a server spawned, this command will only affect the next server."
+    assert daemon.out(f"get_active_thread_percentage {server}") == "40.0\n"
+    daemon.out(f"set_active_thread_percentage {server} 10", f"set_device_pinned_mem_limit {server} 0 900M")
+    assert daemon.out(f"get_active_thread_percentage {server}", f"get_device_pinned_mem_limit {server} 0") == \
+        "10.0\n900M\n"
+    daemon.client("add", 4243)
+    snap = json.loads(mps_client.request(daemon.pipe, mps.INTERNAL_PREFIX + "snapshot\n"))
+    clients = {c["pid"]: c for c in snap["servers"][0]["clients"]}
+    assert clients[4242]["active_thread_percentage"] == 40.0   # existing clients are not affected
+    assert clients[4243]["active_thread_percentage"] == 10.0
+    assert clients[4243]["device_pinned_mem_limits"] == {"0": "900M"}
+    ps = daemon.out("ps").splitlines()
+    assert ps[0] == "PID ID SERVER DEVICE NAMESPACE COMMAND" and len(ps) == 3
+    assert daemon.client("remove", 4242) == 0
+    assert daemon.out(f"get_client_list {server}") == "4243\n"
+
+
+def test_state_mirror_and_quit_cleans_up(daemon):
+    daemon.start(CUDA_VISIBLE_DEVICES="GPU-1234")
+    pid = daemon.pid()
+    record = daemon.host.state()["mps"]["daemons"][daemon.pipe]
+    assert record["pid"] == pid and record["visible_devices"] == "GPU-1234"
+    assert record["log_directory"] == daemon.log
+    assert daemon.out("quit") == ""
+    assert _wait_gone(pid)
+    assert not os.path.exists(os.path.join(daemon.pipe, "control"))
+    assert not os.path.exists(os.path.join(daemon.pipe, mps.PID_FILE))
+    assert daemon.pipe not in daemon.host.state().get("mps", {}).get("daemons", {})
+    assert daemon.ctl("get_server_list").returncode == 1
+
+
+def test_second_daemon_on_the_same_pipe_is_refused(daemon):
+    daemon.start()
+    done = daemon.start()
+    assert done.returncode == 1
+
+
+def test_foreground_daemon_stops_cleanly_on_sigterm(daemon):
+    proc = subprocess.Popen([sys.executable, CONTROL, "-f"], env=daemon.env(CUDA_MPS_ACTIVE_THREAD_PERCENTAGE="60"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 10
+        while not os.path.exists(os.path.join(daemon.pipe, "control")) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert daemon.out("get_default_active_thread_percentage") == "60.0\n"
+        assert daemon.pid() == proc.pid
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not os.path.exists(os.path.join(daemon.pipe, "control"))
+
+
+def test_stale_socket_from_a_killed_daemon_is_replaced(daemon):
+    daemon.start()
+    pid = daemon.pid()
+    os.kill(pid, signal.SIGKILL)
+    assert _wait_gone(pid)
+    assert os.path.exists(os.path.join(daemon.pipe, "control"))   # SIGKILL leaves it behind
+    assert daemon.ctl("get_server_list").returncode == 1
+    assert daemon.start().returncode == 0
+    assert daemon.out("get_default_client_priority") == "0\n"
+
+
+def test_reboot_stops_daemons_and_forgets_them(daemon):
+    daemon.start()
+    pid = daemon.pid()
+    assert daemon.host.gpusim("reboot") == 0
+    assert _wait_gone(pid)
+    assert "mps" not in daemon.host.state()
+    assert daemon.ctl("get_server_list").returncode == 1
+
+
+def test_client_add_without_daemon_fails(daemon, capsys):
+    with pytest.raises(SystemExit) as exc:
+        daemon.client("add", 1)
+    assert exc.value.code == 1
+    assert "Cannot find MPS control daemon process" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("0=1G,1=512MB", {"0": "1G", "1": "512M"}), ("GPU-ab=2g", {"GPU-ab": "2G"}), ("0=0M,junk", {}), ("", {})])
+def test_limit_environment_parsing(text, expected):
+    assert mps.parse_limit_env(text) == expected
