@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import subprocess
 import sys
 import time
 
@@ -11,7 +12,20 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 # each module has run() -> [(title, rows)]; rows[0] is the header
-SECTIONS = ["mig_bench", "fleet_bench"]  # more are added as features land
+SECTIONS = ["mig_bench", "mps_noop", "fleet_bench"]  # more are added as features land
+
+
+def alternate(commands: dict[str, list[str]], env: dict, repeats: int, check) -> dict[str, list[float]]:
+    """Seconds of each command per round, the commands taking turns (so load hits them alike);
+    ``check(name, completed_process)`` raises when a run failed or did something it should not."""
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    for _round in range(repeats):
+        for name, cmd in commands.items():
+            start = time.perf_counter()
+            done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+            times[name].append(time.perf_counter() - start)
+            check(name, done)
+    return times
 
 
 def print_table(title: str, rows: list[list[str]]) -> None:

@@ -23,15 +23,27 @@ RUN = os.path.join(ROOT, "demo", ".run")
 SIMULATOR = os.path.join(ROOT, "simulator")
 
 
+DAEMONS = {"nvidia-cuda-mps-control.pid": b"nvidia-cuda-mps-control", "nvidia-gridd.pid": b"nvidia-gridd"}
+
+
+def stop_mps_daemons() -> int:
+    """End the MPS control daemons the demo's hosts started (their pid files are under demo/.run)."""
+    sys.path.insert(0, SIMULATOR)
+    from gpusim import mps
+    return mps.stop_daemons(RUN)
+
+
 def build_fleet(spec: dict) -> str:
+    stop_mps_daemons()  # left over from an earlier demo that was interrupted
     shutil.rmtree(RUN, ignore_errors=True)
     groups: dict[str, dict] = {}
     for name, host in spec["hosts"].items():
         hostdir = os.path.join(RUN, "hosts", name)
         os.makedirs(hostdir)
         state = os.path.join(hostdir, "gpusim.json")
+        guest = ["--vgpu-guest", host["vgpu_guest"]] if host.get("vgpu_guest") else []
         subprocess.run([sys.executable, "-m", "gpusim", "--state", state, "init", "--model", host["model"],
-                        "--gpus", str(host["gpus"]), "--host", name], check=True, stdout=subprocess.DEVNULL,
+                        "--gpus", str(host["gpus"]), "--host", name, *guest], check=True, stdout=subprocess.DEVNULL,
                        env={**os.environ, "PYTHONPATH": SIMULATOR})
         wrapper = os.path.join(hostdir, "python")
         with open(wrapper, "w") as fh:
@@ -39,6 +51,10 @@ def build_fleet(spec: dict) -> str:
                      f"export GPUSIM_STATE='{state}'\n"
                      f"export PYTHONPATH='{SIMULATOR}'\n"
                      f"export PATH='{SIMULATOR}/bin':\"$PATH\"\n"
+                     # gpusim's nvidia-gridd: this host's gridd.conf and pid file (a VM's /etc and /run)
+                     f"export GPUSIM_GRIDD_CONF='{hostdir}/etc/nvidia/gridd.conf'\n"
+                     f"export GPUSIM_GRIDD_RUNDIR='{hostdir}/run/nvidia-gridd'\n"
+                     "export GPUSIM_GRIDD_RETRY=1\n"
                      f"exec '{sys.executable}' \"$@\"\n")
         os.chmod(wrapper, 0o755)
         for group in host["groups"]:
@@ -49,7 +65,18 @@ def build_fleet(spec: dict) -> str:
                 "mig_config_dir": os.path.join(hostdir, "etc"),
                 "mig_install_dir": os.path.join(hostdir, "lib"),
                 "mig_boot_service_enabled": False,
-                "mig_python": wrapper}
+                "mig_python": wrapper,
+                # MPS without systemd: the module starts the control daemons in the background
+                # (gpusim's nvidia-cuda-mps-control -d); stop_mps_daemons() ends them
+                "mps_service_enabled": False,
+                "mps_config_dir": os.path.join(hostdir, "etc", "mps"),
+                "mps_pipe_directory": os.path.join(hostdir, "mps", "{name}", "pipe"),
+                "mps_log_directory": os.path.join(hostdir, "mps", "{name}", "log"),
+                # vGPU guest without systemd: the module restarts gpusim's nvidia-gridd itself;
+                # stop_daemons() ends it
+                "vgpu_guest_service_enabled": False,
+                "vgpu_guest_gridd_conf": os.path.join(hostdir, "etc", "nvidia", "gridd.conf"),
+                "vgpu_guest_client_config_token_path": os.path.join(hostdir, "etc", "nvidia", "ClientConfigToken")}
     # group variables sit in demo/group_vars/, next to the inventory as in a real one
     os.symlink(os.path.join(ROOT, "demo", "group_vars"), os.path.join(RUN, "group_vars"))
     inventory = os.path.join(RUN, "inventory.yml")
@@ -67,6 +94,15 @@ def main() -> int:
     env = {**os.environ, "ANSIBLE_CALLBACK_RESULT_FORMAT": "yaml", "ANSIBLE_NOCOLOR": "1",
            "ANSIBLE_FORKS": "5", "ANSIBLE_INVENTORY_UNPARSED_WARNING": "false",
            "ANSIBLE_DISPLAY_SKIPPED_HOSTS": "false"}
+    try:
+        return run_twice(inventory, env)
+    finally:
+        stopped = stop_mps_daemons()
+        if stopped:
+            print(f"== stopped the {stopped} daemons (MPS control, nvidia-gridd) the demo started")
+
+
+def run_twice(inventory: str, env: dict) -> int:
     for attempt in ("first run", "second run (must change nothing)"):
         print(f"== ansible-playbook playbooks/site.yml: {attempt}", flush=True)
         proc = subprocess.Popen(["ansible-playbook", "-i", inventory, os.path.join(ROOT, "playbooks", "site.yml")],

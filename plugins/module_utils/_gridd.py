@@ -31,9 +31,10 @@ Sources (NVIDIA):
   licensing guide says which value fits which deployment: on an NVIDIA vGPU use
   1 and the driver picks the license from the vGPU type (Q-series: vWS,
   B-series: vPC, A-series: vApps, C-series: vCS); 2 and 4 are for physical GPUs
-  (pass-through, bare metal).  From vGPU software 17 the client licensing guide
-  no longer lists vCS as a licensed product (C-series vGPUs come with NVIDIA AI
-  Enterprise); FeatureType 4 is still accepted by the driver.
+  (pass-through, bare metal).  From vGPU software 16 the client licensing guide
+  (docs.nvidia.com/vgpu/16.0/grid-licensing-user-guide) lists only vWS, vPC and
+  vApps as licensed products (vCS went to NVIDIA AI Enterprise); the template
+  still lists FeatureType 4, so it stays valid here.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ TOKEN_MAX_BYTES = 64 * 1024
 
 # FeatureType values NVIDIA documents (gridd.conf.template, "All other values reserved").
 FEATURE_TYPES = {
-    0: "unlicensed state (on a physical GPU: no software license is requested)",
+    0: "unlicensed state",
     1: "NVIDIA vGPU: the license is chosen from the vGPU type (use this on a vGPU)",
     2: "NVIDIA RTX Virtual Workstation (physical GPU: pass-through or bare metal)",
     4: "NVIDIA Virtual Compute Server (physical GPU: pass-through)",

@@ -269,11 +269,10 @@ class Nvml:
             })
         return profiles
 
-    def mig_uuids(self, gpu: Gpu) -> dict[tuple[int, int], str]:
-        """(GI id, CI id) -> MIG device UUID."""
-        found = {}
+    def _mig_handles(self, gpu: Gpu):
+        """Each MIG device of a GPU in NVML order: (index, handle, GI id, CI id)."""
         count = self._maybe(pynvml.nvmlDeviceGetMaxMigDeviceCount, gpu.handle, gpu=gpu, default=0)
-        for i in range(count):
+        for i in range(count or 0):
             try:
                 mig = self._call(pynvml.nvmlDeviceGetMigDeviceHandleByIndex, gpu.handle, i, gpu=gpu,
                                  action=f"open MIG device {i}")
@@ -281,10 +280,13 @@ class Nvml:
                 if exc.code in ("NOT_FOUND", "INVALID_ARGUMENT"):
                     continue
                 raise
-            gi_id = self._call(pynvml.nvmlDeviceGetGpuInstanceId, mig, gpu=gpu)
-            ci_id = self._call(pynvml.nvmlDeviceGetComputeInstanceId, mig, gpu=gpu)
-            found[(gi_id, ci_id)] = _text(self._call(pynvml.nvmlDeviceGetUUID, mig, gpu=gpu))
-        return found
+            yield (i, mig, int(self._call(pynvml.nvmlDeviceGetGpuInstanceId, mig, gpu=gpu)),
+                   int(self._call(pynvml.nvmlDeviceGetComputeInstanceId, mig, gpu=gpu)))
+
+    def mig_uuids(self, gpu: Gpu) -> dict[tuple[int, int], str]:
+        """(GI id, CI id) -> MIG device UUID."""
+        return {(gi_id, ci_id): _text(self._call(pynvml.nvmlDeviceGetUUID, mig, gpu=gpu))
+                for _i, mig, gi_id, ci_id in self._mig_handles(gpu)}
 
     def gpu_instances(self, gpu: Gpu, profiles: list[dict] | None = None) -> list[dict]:
         """The GPU instances with their compute instances, sorted by GI id.
@@ -437,3 +439,25 @@ class Nvml:
                            "status": int(expiry.status)},
             })
         return {"supported": bool(info.isGridLicenseSupported), "features": features}
+
+    # ------------------------------------------------------------------ MPS targets (mps)
+    # A read for the mps module and the MPS boot-time helper: each MIG device of a GPU with its
+    # memory (an MPS memory limit cannot exceed it) and the placement starts of its GPU and compute
+    # instance, which name the device stably across reboots (its MIG UUID changes when the
+    # instances are re-created; the placements do not when the layout is re-applied with them).
+    def mig_devices(self, gpu: Gpu) -> list[dict]:
+        """The MIG devices of a GPU in NVML order; empty without MIG."""
+        found = []
+        for i, mig, gi_id, ci_id in self._mig_handles(gpu):
+            uuid = _text(self._call(pynvml.nvmlDeviceGetUUID, mig, gpu=gpu, action=f"read the UUID of MIG device {i}"))
+            memory = self._call(pynvml.nvmlDeviceGetMemoryInfo, mig, gpu=gpu, action=f"read the memory of {uuid}")
+            gi = self._gi_handle(gpu, gi_id)
+            gi_info = self._call(pynvml.nvmlGpuInstanceGetInfo, gi, gpu=gpu)
+            ci = self._call(pynvml.nvmlGpuInstanceGetComputeInstanceById, gi, ci_id, gpu=gpu,
+                            action=f"open compute instance {ci_id} of GPU instance {gi_id}")
+            ci_info = self._call(pynvml.nvmlComputeInstanceGetInfo, ci, gpu=gpu)
+            found.append({"uuid": uuid, "gpu_instance_id": gi_id, "compute_instance_id": ci_id,
+                          "gpu_instance_start": int(gi_info.placement.start),
+                          "compute_instance_start": int(ci_info.placement.start),
+                          "memory_total_mib": int(memory.total // MIB)})
+        return found

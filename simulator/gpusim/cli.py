@@ -36,7 +36,8 @@ def cmd_init(args) -> None:
         _fail(f"state file {path} already exists; pass --force to replace it")
     try:
         data = device.new_state(args.model, args.gpus, host=args.host,
-                                passthrough_vm=args.passthrough_vm, driver_version=args.driver_version)
+                                passthrough_vm=args.passthrough_vm, driver_version=args.driver_version,
+                                vgpu_guest=args.vgpu_guest)
     except KeyError as exc:
         _fail(exc.args[0] if exc.args else str(exc))
     except ValueError as exc:
@@ -150,6 +151,51 @@ def cmd_holder(args) -> None:
             holders.remove(args.name)
 
 
+def cmd_license(args) -> None:
+    """vGPU guest licensing (gpusim/license.py)."""
+    from . import license as lic
+    if args.action == "token":
+        print(lic.make_token(args.server))
+        return
+    if args.action == "unreachable":
+        if args.value not in ("on", "off"):
+            _fail("license unreachable needs on or off")
+        with st.transaction(args.state) as data:
+            if not lic.is_guest(data):
+                _fail("this host is not a vGPU guest (create it with init --vgpu-guest TYPE)")
+            data.setdefault("license", lic.new_license())["unreachable"] = args.value == "on"
+        return
+    data = st.load(args.state)
+    if args.action == "log":
+        print("\n".join(lic.log_lines(data, args.lines)))
+    elif args.json:
+        print(json.dumps({"vgpu_guest": data.get("vgpu_guest"), "license": lic.license_of(data)}, indent=1,
+                         sort_keys=True))
+    else:
+        print("\n".join(lic.describe(data)))
+
+
+def cmd_mps(args) -> None:
+    """MPS (gpusim/mps.py): simulated CUDA client processes of a running control daemon, and the daemons."""
+    from . import mps, mps_client
+    if args.action == "list":
+        for pipe, daemon in sorted(st.load(args.state).get("mps", {}).get("daemons", {}).items()):
+            print(json.dumps({"pipe_directory": pipe, **daemon}, sort_keys=True))
+        return
+    if args.action != "client" or args.what not in ("add", "remove") or args.pid is None:
+        _fail("usage: gpusim mps client add|remove --pid PID [--uid UID] [--pipe-directory DIR] | gpusim mps list")
+    pipe = args.pipe_directory or os.environ.get("CUDA_MPS_PIPE_DIRECTORY") or mps.DEFAULT_PIPE_DIRECTORY
+    request = (f"{mps.INTERNAL_PREFIX}client_add {args.pid} {args.uid} {args.name}" if args.what == "add"
+               else f"{mps.INTERNAL_PREFIX}client_remove {args.pid}")
+    try:
+        reply = mps_client.request(pipe, request + "\n")
+    except ConnectionError:
+        _fail(f"no MPS control daemon listens in {pipe} ({mps_client.NO_DAEMON})", 1)
+    if not reply.strip().isdigit():
+        _fail(reply.strip(), 1)
+    print(f"gpusim: client {args.pid} {'connected to' if args.what == 'add' else 'left'} MPS server {reply.strip()}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gpusim", description=__doc__)
     parser.add_argument("--state", help="state file (default: $GPUSIM_STATE or /var/lib/gpusim/state.json)")
@@ -166,6 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--driver-version", default="580.95.05")
     p.add_argument("--passthrough-vm", action="store_true", help="GPU reset not available (VM pass-through)")
     p.add_argument("--mig-enabled", action="store_true", help="start with MIG mode enabled")
+    p.add_argument("--vgpu-guest", metavar="VGPU_TYPE",
+                   help="a VM with the vGPU guest driver whose GPUs are vGPUs of this type (A100-4C, A10-24Q)")
     p.add_argument("--force", action="store_true", help="replace an existing state file")
     p.set_defaults(func=cmd_init)
 
@@ -198,6 +246,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--library-missing", action="store_true", help="libnvidia-ml.so.1 cannot be loaded")
     p.add_argument("--gpu-lost", type=int, metavar="INDEX", help="the GPU falls off the bus")
     p.set_defaults(func=cmd_fault)
+
+    p = sub.add_parser("license", help="vGPU guest licensing: show, log, unreachable on|off, token")
+    p.add_argument("action", choices=["show", "log", "unreachable", "token"])
+    p.add_argument("value", nargs="?", help="on or off (unreachable)")
+    p.add_argument("--json", action="store_true", help="show: the license state as JSON")
+    p.add_argument("-n", "--lines", type=int, help="log: only the last N lines")
+    p.add_argument("--server", default="dls.example.com", help="token: the license server the token names")
+    p.set_defaults(func=cmd_license)
+
+    p = sub.add_parser("mps", help="MPS: simulated client processes (client add|remove), daemons (list)")
+    p.add_argument("action", choices=["client", "list"])
+    p.add_argument("what", nargs="?", choices=["add", "remove"])
+    p.add_argument("--pid", type=int, help="client process id")
+    p.add_argument("--uid", type=int, default=os.getuid(), help="client user id (default: yours)")
+    p.add_argument("--name", default="python3", help="client command name (shown by ps)")
+    p.add_argument("--pipe-directory", help="the daemon's CUDA_MPS_PIPE_DIRECTORY (default: $CUDA_MPS_PIPE_DIRECTORY "
+                   "or /tmp/nvidia-mps)")
+    p.set_defaults(func=cmd_mps)
 
     p = sub.add_parser("holder", help="clients holding the GPUs open (block resets)")
     p.add_argument("action", choices=["add", "remove"])

@@ -97,7 +97,7 @@ def new_state(model_key: str, count: int, host: str = "gpusim", **options) -> di
     if count < 1 or count > 16:
         raise ValueError(f"--gpus must be between 1 and 16, not {count}")
     gpus = [new_gpu(model_key, i, host) for i in range(count)]
-    return {
+    state = {
         "version": SCHEMA_VERSION,
         "host": host,
         "driver_version": options.get("driver_version", "580.95.05"),
@@ -109,6 +109,13 @@ def new_state(model_key: str, count: int, host: str = "gpusim", **options) -> di
         "faults": [],
         "counters": {"nvml_writes": 0, "boot_id": 1},
     }
+    # ---- vGPU guest licensing (gpusim/license.py): a VM whose GPUs are vGPUs of one type,
+    # unlicensed until nvidia-gridd obtains a license.  ``vgpu_guest="A100-4C"``.
+    if options.get("vgpu_guest"):
+        from . import license as lic
+        state["vgpu_guest"] = lic.vgpu_guest_config(options["vgpu_guest"])
+        state["license"] = lic.new_license()
+    return state
 
 
 def get_gpu(state: dict, index: int) -> dict:
@@ -470,6 +477,13 @@ def reboot(state: dict) -> None:
     counters["boot_id"] = counters.get("boot_id", 1) + 1
     for extra in state.get("volatile", []):
         state.pop(extra, None)
+    # ---- vGPU guest licensing (gpusim/license.py): the lease and the running daemon are gone.
+    from . import license as lic
+    lic.on_reboot(state)
+    # ---- MPS (gpusim/mps.py): control daemons do not survive a reboot; stop the recorded ones and
+    # drop the "mps" section (their pipe directories under /run are gone too).
+    from . import mps
+    mps.on_reboot(state)
 
 
 # --------------------------------------------------------------------------- processes

@@ -630,6 +630,52 @@ class FakeLibrary:
 
     c_nvmlDeviceGetGraphicsRunningProcesses_v2 = c_nvmlDeviceGetGraphicsRunningProcesses_v3
 
+    # ======================================================================= vGPU guest licensing
+    # (begin block: gpusim/license.py holds the state and the behaviour; nvml.h documents the calls)
+    # nvmlDeviceGetVirtualizationMode: NVML_GPU_VIRTUALIZATION_MODE_NONE=0 (bare metal),
+    # PASSTHROUGH=1, VGPU=2 ("vGPU inside virtual machine").
+    def c_nvmlDeviceGetVirtualizationMode(self, handle, ref):
+        state = self._state()
+        self._resolve(state, handle)
+        if state.get("vgpu_guest"):
+            mode = 2
+        elif state.get("passthrough_vm"):
+            mode = 1
+        else:
+            mode = 0
+        _deref(ref).value = mode
+
+    # nvmlDeviceGetGridLicensableFeatures_v4: isGridLicenseSupported, licensableFeaturesCount and per
+    # feature featureCode, featureState ("non-zero if feature is currently licensed"), productName,
+    # featureEnabled, licenseExpiry (status NVML_GRID_LICENSE_EXPIRY_VALID=2 with a date,
+    # NOT_AVAILABLE=0 without).  A host without the vGPU guest driver reports no licensing support.
+    def c_nvmlDeviceGetGridLicensableFeatures_v4(self, handle, ref):
+        from . import license as lic
+        state = self._state()
+        self._resolve(state, handle)
+        info = _deref(ref)
+        guest = state.get("vgpu_guest")
+        if not guest:
+            info.isGridLicenseSupported = 0
+            info.licensableFeaturesCount = 0
+            return
+        current = lic.license_of(state)
+        info.isGridLicenseSupported = 1
+        info.licensableFeaturesCount = 1
+        feature = info.gridLicensableFeatures[0]
+        feature.featureCode = guest["feature_code"]
+        feature.featureState = 1 if current.get("licensed") else 0
+        feature.productName = guest["product"].encode()
+        feature.featureEnabled = 1
+        fields = lic.expiry_fields(current.get("expiry")) if current.get("licensed") else None
+        expiry = feature.licenseExpiry
+        if fields:
+            expiry.year, expiry.month, expiry.day, expiry.hour, expiry.min, expiry.sec = fields
+            expiry.status = 2
+        else:
+            expiry.status = 0
+    # (end block: vGPU guest licensing)
+
 
 def _fill_placement(slot, value):
     slot.start, slot.size = value[0], value[1]

@@ -108,6 +108,7 @@ def _query_block(state: dict, gpu: dict) -> list[str]:
               "    FB Memory Usage", kv("Total", f"{total} MiB", 8), kv("Reserved", "0 MiB", 8),
               kv("Used", f"{used} MiB", 8), kv("Free", f"{total - used} MiB", 8),
               kv("Compute Mode", COMPUTE_MODES[gpu["compute_mode"]])]
+    lines += vgpu_license_lines(state, kv)
     extra = state.get("query_extra", {}).get(str(gpu["index"]))
     if extra:
         lines += extra
@@ -121,6 +122,22 @@ def _query_block(state: dict, gpu: dict) -> list[str]:
     else:
         lines.append(kv("Processes", "None"))
     return lines
+
+
+def vgpu_license_lines(state: dict, kv) -> list[str]:
+    """vGPU guest (gpusim/license.py): the "GPU Virtualization Mode" and "vGPU Software Licensed
+    Product" sections as a guest's nvidia-smi -q prints them, e.g. "License Status : Licensed
+    (Expiry: 2022-5-27 0:8:28 GMT)" or "Unlicensed (Unrestricted)"."""
+    guest = state.get("vgpu_guest")
+    if not guest:
+        return []
+    from . import license as lic
+    current = lic.license_of(state)
+    status = f"Licensed (Expiry: {lic.expiry_text(current['expiry'])})" if current.get("licensed") \
+        else "Unlicensed (Unrestricted)"
+    return ["    GPU Virtualization Mode", kv("Virtualization Mode", "VGPU", 8), kv("Host VGPU Mode", "N/A", 8),
+            "    vGPU Software Licensed Product", kv("Product Name", guest["product"], 8),
+            kv("License Status", status, 8)]
 
 
 def query(state: dict, gpus: list[dict]) -> str:

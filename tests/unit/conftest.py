@@ -36,6 +36,7 @@ import pynvml  # noqa: E402  gpusim's shim over the real nvidia-ml-py
 from ansible.module_utils import basic  # noqa: E402
 
 from gpusim import cli as gpusim_cli  # noqa: E402
+from gpusim import mps as gpusim_mps  # noqa: E402
 from gpusim import state as gpusim_state  # noqa: E402
 
 
@@ -122,3 +123,40 @@ def driver_profiles(model: str) -> list[dict]:
         pynvml._nvmlGetFunctionPointer_cache.clear()
         with Nvml() as nv:
             return nv.gi_profiles(nv.gpu(0), with_capacity=False)
+
+
+# ---- MPS (tests of gpuops.sharing.mps): fake control daemons in the test's tmp directory --------
+class MpsDaemons:
+    """Starts gpusim's nvidia-cuda-mps-control -d in a pipe directory under tmp_path; stops every
+    daemon whose pid file is under tmp_path at teardown (also those a module under test started)."""
+
+    def __init__(self, root: str):
+        self.root = root
+
+    def env(self, pipe: str, **extra: str) -> dict:
+        return {**os.environ, "CUDA_MPS_PIPE_DIRECTORY": pipe,
+                "CUDA_MPS_LOG_DIRECTORY": os.path.join(os.path.dirname(pipe), "log"), **extra}
+
+    def start(self, pipe: str, **extra: str) -> None:
+        import subprocess
+        control = os.path.join(SIMULATOR, "bin", "nvidia-cuda-mps-control")
+        subprocess.run([sys.executable, control, "-d"], env=self.env(pipe, **extra), check=True, capture_output=True)
+
+    def ctl(self, pipe: str, *commands: str) -> str:
+        import subprocess
+        control = os.path.join(SIMULATOR, "bin", "nvidia-cuda-mps-control")
+        return subprocess.run([sys.executable, control], input="".join(c + "\n" for c in commands),
+                              env=self.env(pipe), capture_output=True, text=True, check=False).stdout
+
+    def client(self, pipe: str, pid: int) -> None:
+        assert gpusim_cli.main(["mps", "client", "add", "--pid", str(pid), "--pipe-directory", pipe]) == 0
+
+    def stop_all(self) -> None:
+        gpusim_mps.stop_daemons(self.root)
+
+
+@pytest.fixture
+def mps_daemons(tmp_path, sim):
+    daemons = MpsDaemons(str(tmp_path))
+    yield daemons
+    daemons.stop_all()

@@ -1,0 +1,298 @@
+"""gpuops.sharing.vgpu_license on a simulated vGPU guest (gpusim --vgpu-guest).
+
+systemctl and journalctl are replaced by an in-process stand-in: ``systemctl restart
+nvidia-gridd`` runs what gpusim's nvidia-gridd does when it starts (read gridd.conf and the
+token folder, request a license, log), ``journalctl`` prints that log.  NVML and nvidia-smi are
+gpusim's, read by the module exactly as on a real VM.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import pytest
+from ansible.module_utils import basic
+
+from ansible_collections.gpuops.sharing.plugins.module_utils import _gridd_host
+from ansible_collections.gpuops.sharing.plugins.modules import vgpu_license
+from gpusim import license as simlicense
+from gpusim import state as simstate
+
+from ...conftest import run_module
+
+KEYS = {"changed", "path", "config", "config_changes", "backup_file", "token", "tokens_removed", "restarted",
+        "restart_required",
+        "waited", "license"}
+
+
+class Guest:
+    def __init__(self, sim, tmp_path):
+        self.sim = sim
+        self.conf = str(tmp_path / "etc" / "nvidia" / "gridd.conf")
+        self.tokens = str(tmp_path / "ClientConfigToken")
+        self.calls = []
+        self.warnings = []
+        self.token = simlicense.make_token("dls.lab.example.com")
+
+    def args(self, **extra) -> dict:
+        base = {"path": self.conf, "client_config_token_path": self.tokens, "token_content": self.token,
+                "feature_type": 1, "timeout": 0}
+        base.update(extra)
+        return {k: v for k, v in base.items() if v is not None}
+
+    def run(self, **extra):
+        return run_module(vgpu_license.main, self.args(**extra))
+
+    def token_file(self, name="client_configuration_token.tok") -> str:
+        return os.path.join(self.tokens, name)
+
+
+@pytest.fixture
+def guest(sim, tmp_path, monkeypatch):
+    sim.init("A100-SXM4-40GB", 1, "--vgpu-guest", "A100-4C")
+    host = Guest(sim, tmp_path)
+    real_run = basic.AnsibleModule.run_command
+    real_bin = basic.AnsibleModule.get_bin_path
+
+    def run_command(self, args, **kwargs):
+        host.calls.append(list(args))
+        if args[0] == "systemctl":
+            outcome, _lines = simlicense.start(host.conf, 4242)
+            return (1, "", "Job for nvidia-gridd.service failed") if outcome.fatal else (0, "", "")
+        if args[0] == "journalctl":
+            return 0, "\n".join(simlicense.log_lines(simstate.load(), 20)), ""
+        return real_run(self, args, **kwargs)
+
+    def get_bin_path(self, name, required=False, opt_dirs=None):
+        return name if name in ("systemctl", "journalctl") else real_bin(self, name, required, opt_dirs)
+
+    monkeypatch.setattr(basic.AnsibleModule, "run_command", run_command)
+    monkeypatch.setattr(basic.AnsibleModule, "get_bin_path", get_bin_path)
+    monkeypatch.setattr(basic.AnsibleModule, "warn", lambda self, text: host.warnings.append(text))
+    monkeypatch.setattr(_gridd_host, "systemd_booted", lambda: True)   # the stand-in systemctl above
+    return host
+
+
+def restarts(host) -> int:
+    return sum(1 for call in host.calls if call[:2] == ["systemctl", "restart"])
+
+
+def test_configure_restart_and_wait_then_nothing_to_do(guest):
+    result, failed = guest.run()
+    assert not failed, result["msg"]
+    assert set(result) >= KEYS
+    assert result["changed"] and result["restarted"] and restarts(guest) == 1
+    lic = result["license"]
+    assert lic["state"] == "licensed" and lic["source"] == "nvml"
+    assert lic["feature"] == "NVIDIA Virtual Compute Server" and lic["feature_code"] == 4
+    assert lic["expiry"].endswith("Z") and lic["gpus"][0]["virtualization_mode"] == "vgpu"
+    assert result["config"] == {"feature_type": 1, "client_config_token_path": guest.tokens}
+    with open(guest.conf) as fh:
+        text = fh.read()
+    assert "FeatureType=1\n" in text and "#BackupServerAddress=" in text
+    assert stat.S_IMODE(os.stat(guest.token_file()).st_mode) == 0o744
+    with open(guest.token_file()) as fh:
+        assert fh.read() == guest.token
+
+    again, failed = guest.run()
+    assert not failed and again["changed"] is False and again["restarted"] is False
+    assert restarts(guest) == 1 and again["config_changes"] == [] and again["license"]["state"] == "licensed"
+
+
+def test_image_build_writes_files_without_service(guest):
+    result, failed = guest.run(restart=False, wait=False)
+    assert not failed and result["changed"] and not result["restarted"] and result["restart_required"]
+    assert not [c for c in guest.calls if c[0] in ("systemctl", "journalctl")]
+    assert result["license"]["state"] == "unlicensed"   # read once, nothing waited for
+    assert os.path.exists(guest.conf) and os.path.exists(guest.token_file())
+    assert guest.run(restart=False, wait=False)[0]["changed"] is False
+
+
+def test_check_mode_writes_nothing_and_diff_masks_the_token(guest):
+    args = guest.args()
+    args.update({"_ansible_check_mode": True, "_ansible_diff": True})
+    result, failed = run_module(vgpu_license.main, args)
+    assert not failed and result["changed"] and set(result) >= KEYS
+    assert not os.path.exists(guest.conf) and not os.path.exists(guest.tokens)
+    assert not guest.calls or all(c[0] not in ("systemctl",) for c in guest.calls)
+    assert "FeatureType=1" in result["diff"]["after"] and f"{guest.conf}: absent" in result["diff"]["before"]
+    assert "content masked" in result["diff"]["after"] and "new content" in result["diff"]["after"]
+    assert guest.token not in json.dumps(result)
+
+
+def test_diff_and_result_never_contain_the_token(guest):
+    args = guest.args()
+    args["_ansible_diff"] = True
+    result, failed = run_module(vgpu_license.main, args)
+    assert not failed
+    dumped = json.dumps(result)
+    assert guest.token not in dumped and guest.token[len("gpusim-cct:"):][:20] not in dumped
+    assert "absent" in result["diff"]["before"] and "mode 0744" in result["diff"]["after"]
+
+
+def test_unreachable_server_fails_with_the_reason_and_the_log(guest):
+    guest.sim.gpusim("license", "unreachable", "on")
+    result, failed = guest.run(timeout=0)
+    assert failed and set(result) >= KEYS
+    msg = result["msg"]
+    assert "nvidia-gridd did not license this VM within 0 s" in msg
+    assert "GPU 0 (NVIDIA A100-SXM4-40GB) is unlicensed (NVIDIA Virtual Compute Server)" in msg
+    assert "Last nvidia-gridd log lines:" in msg
+    assert "Failed to acquire license from dls.lab.example.com (Info: NVIDIA Virtual Compute Server" in msg
+    assert result["restarted"] and result["license"]["state"] == "unlicensed"
+    assert guest.token not in json.dumps(result)
+    guest.sim.gpusim("license", "unreachable", "off")
+    again, failed = guest.run()
+    # nothing changed, so no restart: the running (simulated) daemon is still unlicensed
+    assert failed and again["changed"] is False and restarts(guest) == 1
+
+
+def test_bad_token_is_reported_by_the_daemon(guest):
+    result, failed = guest.run(token_content="not-a-token")
+    assert failed
+    assert "systemctl restart nvidia-gridd failed" in result["msg"]
+    assert "Failed to decode signature from token received" in result["msg"]
+    assert "not-a-token" not in json.dumps(result)
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ({"server_address": "lic.example.com\nFeatureType=2"},
+     "server_address='lic.example.com\\nFeatureType=2' contains a newline"),
+    ({"server_port": 70000}, "server_port=70000 is out of range"),
+    ({"feature_type": 3}, "feature_type=3 is reserved by NVIDIA"),
+    ({"token_name": "../../etc/shadow.tok"}, "token_name='../../etc/shadow.tok' must be a plain file name"),
+    ({"timeout": -1}, "timeout=-1 is out of range"),
+    ({"token_content": None, "token_src": "x.tok"}, "token_src is read on the controller"),
+])
+def test_bad_values_fail_before_anything_changes(guest, extra, message):
+    result, failed = guest.run(**extra)
+    assert failed and message in result["msg"] and set(result) >= KEYS
+    assert not os.path.exists(guest.conf) and not os.path.exists(guest.tokens) and restarts(guest) == 0
+
+
+def test_remove_other_tokens(guest):
+    os.makedirs(guest.tokens)
+    for name in ("client_configuration_token_03-28-2023-16-16-36.tok", "notes.txt"):
+        with open(os.path.join(guest.tokens, name), "w") as fh:
+            fh.write("old")
+    result, failed = guest.run(remove_other_tokens=True)
+    assert not failed
+    assert result["tokens_removed"] == [os.path.join(guest.tokens, "client_configuration_token_03-28-2023-16-16-36.tok")]
+    assert sorted(os.listdir(guest.tokens)) == ["client_configuration_token.tok", "notes.txt"]
+    assert guest.run(remove_other_tokens=True)[0]["changed"] is False
+
+
+def test_token_mode_is_repaired(guest):
+    guest.run(restart=False, wait=False)
+    os.chmod(guest.token_file(), 0o600)
+    result, failed = guest.run(restart=False, wait=False)
+    assert not failed and result["changed"] and result["token"]["changed"]
+    assert stat.S_IMODE(os.stat(guest.token_file()).st_mode) == 0o744
+
+
+def test_existing_file_keeps_comments_and_backup(guest):
+    os.makedirs(os.path.dirname(guest.conf))
+    with open(guest.conf, "w") as fh:
+        fh.write("# site settings\nFeatureType=0\nLoggingLevel=2\n")
+    result, failed = guest.run(backup=True, restart=False, wait=False)
+    assert not failed and result["backup_file"] and os.path.exists(result["backup_file"])
+    with open(guest.conf) as fh:
+        assert fh.read() == (f"# site settings\nFeatureType=1\nLoggingLevel=2\nClientConfigTokenPath={guest.tokens}\n")
+    assert result["config_changes"] == ["FeatureType: 0 -> 1", f"ClientConfigTokenPath: (unset) -> {guest.tokens}"]
+
+
+def test_physical_feature_type_on_a_vgpu_warns(guest):
+    result, failed = guest.run(feature_type="rtx_vws", restart=False, wait=False)
+    assert not failed and any("documented for physical GPUs" in w for w in guest.warnings)
+
+
+def test_host_without_vgpu_licensing_fails_at_once(sim, tmp_path, monkeypatch):
+    sim.init("A100-SXM4-40GB", 1)
+    monkeypatch.setattr(basic.AnsibleModule, "get_bin_path", lambda self, name, required=False, opt_dirs=None: None)
+    result, failed = run_module(vgpu_license.main, {"path": str(tmp_path / "gridd.conf"), "feature_type": 1,
+                                                    "restart": False, "timeout": 30})
+    assert failed and "no GPU of this host supports vGPU software licensing" in result["msg"]
+    assert result["waited"] < 5 and result["license"]["gpus"][0]["virtualization_mode"] == "none"
+
+
+def test_old_driver_without_the_nvml_call_falls_back_to_nvidia_smi(guest):
+    guest.sim.gpusim("fault", "add", "--call", "nvmlDeviceGetGridLicensableFeatures_v4", "--error",
+                     "FUNCTION_NOT_FOUND", "--times", "1000")
+    result, failed = guest.run()
+    assert not failed, result["msg"]
+    lic = result["license"]
+    assert lic["source"] == "nvml+nvidia-smi" and lic["state"] == "licensed"
+    assert lic["feature"] == "NVIDIA Virtual Compute Server" and lic["expiry"].endswith("Z")
+
+
+# ---- restart where no service manager runs: stop the running nvidia-gridd, start it again -------------------
+
+class Procs:
+    """A process table with nvidia-gridd daemons that stop on SIGTERM (or not)."""
+
+    def __init__(self, running, stubborn=()):
+        self.running = list(running)
+        self.stubborn = set(stubborn)
+        self.killed = []
+        self.commands = []
+
+    def pids(self):
+        return list(self.running)
+
+    def kill(self, pid, sig):
+        self.killed.append((pid, sig))
+        if pid not in self.stubborn:
+            self.running.remove(pid)
+
+    def run(self, argv):
+        self.commands.append(argv)
+        return (0, "", "") if argv[0] != "/bad/nvidia-gridd" else (1, "", "cannot open /dev/nvidia0")
+
+
+@pytest.mark.parametrize(("running", "binary", "stubborn", "error"), [
+    ([101, 102], "/usr/bin/nvidia-gridd", (), None),
+    ([], "/usr/bin/nvidia-gridd", (), None),
+    ([101], None, (), "no service manager runs and nvidia-gridd was not found on PATH: is the vGPU guest driver "
+                      "installed? Set restart: false"),
+    ([101], "/usr/bin/nvidia-gridd", (101,), "nvidia-gridd (pid 101) did not stop within 0.3 s"),
+    ([], "/bad/nvidia-gridd", (), "/bad/nvidia-gridd failed to start (rc=1): cannot open /dev/nvidia0"),
+])
+def test_restart_without_a_service_manager(running, binary, stubborn, error):
+    procs = Procs(running, stubborn)
+    how, message = _gridd_host.restart(procs.run, "/usr/bin/systemctl", binary, booted=False, stop_timeout=0.3,
+                                       sleep=lambda _s: None, pids=procs.pids, kill=procs.kill)
+    assert (message or "").startswith(error or "") and (message is None) == (error is None)
+    assert ["/usr/bin/systemctl", "restart", "nvidia-gridd"] not in procs.commands   # systemd does not run
+    if binary:
+        assert procs.killed == [(pid, 15) for pid in running]
+    if error is None:
+        assert how == "nvidia-gridd" and procs.commands == [[binary]]
+
+
+@pytest.mark.parametrize(("systemctl", "rc", "error"), [
+    ("/usr/bin/systemctl", 0, None),
+    ("/usr/bin/systemctl", 1, "systemctl restart nvidia-gridd failed (rc=1): Job for nvidia-gridd.service failed"),
+    (None, 0, "systemd runs but systemctl was not found"),
+])
+def test_restart_with_systemd(systemctl, rc, error):
+    calls = []
+
+    def run(argv):
+        calls.append(argv)
+        return rc, "", "Job for nvidia-gridd.service failed" if rc else ""
+
+    how, message = _gridd_host.restart(run, systemctl, "/usr/bin/nvidia-gridd", booted=True,
+                                       pids=lambda: pytest.fail("no process is signalled under systemd"))
+    assert (message or "").startswith(error or "") and (message is None) == (error is None)
+    assert calls == ([[systemctl, "restart", "nvidia-gridd"]] if systemctl else [])
+
+
+def test_gridd_pids_match_the_process_name(tmp_path):
+    for pid, comm in ((7, "nvidia-gridd"), (8, "python3"), (9, "nvidia-gridd-x")):
+        (tmp_path / str(pid)).mkdir()
+        (tmp_path / str(pid) / "comm").write_text(comm + "\n")
+    (tmp_path / "self").mkdir()
+    assert _gridd_host.gridd_pids(str(tmp_path)) == [7]
+    assert _gridd_host.systemd_booted(str(tmp_path / "absent")) is False and _gridd_host.systemd_booted(str(tmp_path))
