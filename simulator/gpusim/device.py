@@ -453,6 +453,11 @@ def set_compute_mode(state: dict, index: int, mode: int) -> None:
         # EXCLUSIVE_THREAD was removed from the driver (CUDA 8 era): the driver refuses it.
         raise DriverError("INVALID_ARGUMENT" if mode > 3 or mode < 0 else "NOT_SUPPORTED",
                           f"compute mode {mode} is not supported")
+    if mode == COMPUTEMODE_EXCLUSIVE_PROCESS and gpu["mig_current"]:
+        # What the driver answers on a MIG-enabled GPU (nvidia-smi -c 3 on an A100 in MIG mode,
+        # https://github.com/NVIDIA/DCGM/issues/82): NVML_ERROR_NOT_SUPPORTED.
+        raise DriverError("NOT_SUPPORTED", "Setting compute mode to EXCLUSIVE_PROCESS is not supported on a "
+                          "MIG-enabled device.")
     gpu["compute_mode"] = mode
     count_write(state)
 

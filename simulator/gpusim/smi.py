@@ -423,7 +423,14 @@ def set_simple(path: str, gpus: list[dict], what: str, value: str) -> str:
                 mode = COMPUTE_MODE_ARGS.get(value.upper())
                 if mode is None:
                     raise SmiExit(2, f"Invalid compute mode {value!r}\n")
-                dev.set_compute_mode(state, _live(gpu)["index"], mode)
+                try:
+                    dev.set_compute_mode(state, _live(gpu)["index"], mode)
+                except dev.DriverError as exc:
+                    # nvidia-smi reports the refusal and goes on to the next GPU, as real output shows
+                    # (https://github.com/NVIDIA/DCGM/issues/82)
+                    out.extend([exc.detail, f"Unable to set the compute mode for GPU {gpu['pci_bus_id']}: Not Supported",
+                                "Treating as warning and moving on."])
+                    continue
                 out.append(f"Set compute mode to {COMPUTE_MODES[mode].upper()} for GPU {gpu['pci_bus_id']}.")
     out.append("All done.")
     raise SmiExit(0, "\n".join(out) + "\n")

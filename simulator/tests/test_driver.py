@@ -181,6 +181,21 @@ def test_compute_and_persistence_mode(host, nvml):
         assert n.nvmlDeviceGetPersistenceMode(h) == 1
 
 
+
+def test_exclusive_process_is_refused_on_a_mig_enabled_gpu(host, nvml):
+    host.init("A100-SXM4-40GB", 2, "--mig-enabled")
+    with nvml as n:
+        h = n.nvmlDeviceGetHandleByIndex(0)
+        with pytest.raises(n.NVMLError_NotSupported):
+            n.nvmlDeviceSetComputeMode(h, n.NVML_COMPUTEMODE_EXCLUSIVE_PROCESS)
+        n.nvmlDeviceSetComputeMode(h, n.NVML_COMPUTEMODE_DEFAULT)
+        assert n.nvmlDeviceGetComputeMode(h) == n.NVML_COMPUTEMODE_DEFAULT
+    out = host.smi("-c", "3")
+    assert "Setting compute mode to EXCLUSIVE_PROCESS is not supported on a MIG-enabled device." in out.stdout
+    assert "Treating as warning and moving on." in out.stdout
+    assert out.stdout.rstrip().endswith("All done.")
+
+
 # --------------------------------------------------------------------------- faults
 
 def test_nth_call_fails_with_chosen_error(host, nvml):
