@@ -181,7 +181,6 @@ def test_compute_and_persistence_mode(host, nvml):
         assert n.nvmlDeviceGetPersistenceMode(h) == 1
 
 
-
 def test_exclusive_process_is_refused_on_a_mig_enabled_gpu(host, nvml):
     host.init("A100-SXM4-40GB", 2, "--mig-enabled")
     with nvml as n:
