@@ -23,18 +23,29 @@ Sources (NVIDIA):
   ``ClientConfigTokenPath``) with mode 744, then ``nvidia-gridd`` is restarted;
   behind a proxy, ``ProxyServerAddress``, ``ProxyServerPort``, ``ProxyUserName``
   and ``ProxyCredentialsFilePath``.
-* FeatureType.  The template comment says 0 = unlicensed state, 1 = NVIDIA vGPU
-  ("Optional, autodetected as per vGPU type"), 2 = NVIDIA RTX Virtual
-  Workstation, 4 = NVIDIA Virtual Compute Server, all other values reserved.
-  The commonly copied older comment ("1 => for GRID vGPU, 2 => for Quadro
-  Virtual Datacenter Workstation") uses product names NVIDIA retired.  The
-  licensing guide says which value fits which deployment: on an NVIDIA vGPU use
-  1 and the driver picks the license from the vGPU type (Q-series: vWS,
-  B-series: vPC, A-series: vApps, C-series: vCS); 2 and 4 are for physical GPUs
-  (pass-through, bare metal).  From vGPU software 16 the client licensing guide
-  (docs.nvidia.com/vgpu/16.0/grid-licensing-user-guide) lists only vWS, vPC and
-  vApps as licensed products (vCS went to NVIDIA AI Enterprise); the template
-  still lists FeatureType 4, so it stays valid here.
+* FeatureType.  The template comment says 0 = "unlicensed state", 1 = NVIDIA vGPU
+  ("Optional, autodetected as per vGPU type"), 2 = NVIDIA RTX Virtual Workstation, 4 = NVIDIA
+  Virtual Compute Server, "All other values reserved".  Older templates (GRID 7 to 11) name the
+  same values "GRID vGPU" and "Quadro Virtual Datacenter Workstation" (retired product names).
+  What the template comment leaves out, and the NLS User Guide's "Configuring a Licensed Client
+  on Linux" says: the value depends on the GPU.  On an NVIDIA vGPU use 1; the driver licenses the
+  product of the vGPU type (Q-series: vWS, B-series: vPC, A-series: vApps, C-series: vCS).  On a
+  physical GPU (pass-through, bare metal) 2 and 4 select vWS and vCS, and 0 is listed as NVIDIA
+  Virtual Applications, which the client guide's enforcement table licenses by EULA only (no
+  license is leased): so 0 is "unlicensed" on a vGPU but vApps on a physical GPU.  From vGPU
+  software 16 the client licensing guide lists only vWS, vPC and vApps as licensed products (vCS
+  went to NVIDIA AI Enterprise); the template still lists 4, so it stays valid here.
+* Values in the file.  The template and the guides write ``Key=value``; NVIDIA's guides also
+  show quoted values (``ClientConfigTokenPath="<path>"``, ``FeatureType="<value>"``) and the
+  template's format lines read ``"<address>"``, so one pair of double quotes around a value is
+  read as the value.  Booleans are ``TRUE`` or ``FALSE`` (template: "Possible values: TRUE or
+  FALSE"); ``yes``, ``on`` or ``1`` in the file are not documented and count as invalid.  A
+  line ends at ``\\n`` (nvidia-gridd is a Linux daemon); a ``\\r`` before it (a file edited on
+  Windows) is kept, and so is a UTF-8 byte order mark at the start of the file (Notepad),
+  which is not read as part of the first key.  NVIDIA does not document spaces around ``=``, comments after a value,
+  keys in other letter cases or repeated keys; the editor reads them leniently (``Key = value``
+  is the key, the first active line of a repeated key wins, ``value # text`` is an invalid
+  value) and rewrites such a line only when that key is managed.
 """
 
 from __future__ import annotations
@@ -51,14 +62,15 @@ DEFAULT_TOKEN_NAME = "client_configuration_token.tok"
 TOKEN_MODE = 0o744
 TOKEN_MAX_BYTES = 64 * 1024
 
-# FeatureType values NVIDIA documents (gridd.conf.template, "All other values reserved").
+# FeatureType values NVIDIA documents (gridd.conf.template, "All other values reserved"; what each
+# selects per the NLS User Guide, see the module docstring).
 FEATURE_TYPES = {
-    0: "unlicensed state",
+    0: "unlicensed state on a vGPU; NVIDIA Virtual Applications on a physical GPU",
     1: "NVIDIA vGPU: the license is chosen from the vGPU type (use this on a vGPU)",
     2: "NVIDIA RTX Virtual Workstation (physical GPU: pass-through or bare metal)",
     4: "NVIDIA Virtual Compute Server (physical GPU: pass-through)",
 }
-FEATURE_NAMES = {"unlicensed": 0, "vgpu": 1, "rtx_vws": 2, "vws": 2, "vcs": 4}
+FEATURE_NAMES = {"unlicensed": 0, "vapps": 0, "vgpu": 1, "rtx_vws": 2, "vws": 2, "vcs": 4}
 VGPU_FEATURE_TYPE = 1
 PHYSICAL_ONLY_FEATURE_TYPES = (2, 4)
 
@@ -81,10 +93,14 @@ KEYS = {
 OPTION_BY_KEY = {key.lower(): option for option, (key, _kind) in KEYS.items()}
 RANGES = {"license_interval": (10, 10080), "linger_interval": (0, 10080)}
 
-_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+BOM = "\ufeff"
+HOST_EXAMPLES = "for example license.example.com, 10.0.0.5 or fd00::5"
+_LABEL_CHARS = re.compile(r"^[A-Za-z0-9-]+$")
+_HOST_PORT = re.compile(r"^(\[[^]]*\]|[^:]+):([0-9]+)$")
 _ASSIGN = re.compile(r"^\s*([A-Za-z][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$")
 _COMMENTED = re.compile(r"^\s*#\s*([A-Za-z][A-Za-z0-9_]*)\s*=")
-_TOKEN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,250}\.tok$")
+_TOKEN_CHARS = re.compile(r"^[A-Za-z0-9._-]+$")
+TOKEN_NAME_MAX = 255   # NAME_MAX of Linux file systems, in bytes
 
 
 class GriddError(ValueError):
@@ -93,53 +109,96 @@ class GriddError(ValueError):
 
 # --------------------------------------------------------------------------- validation
 
+_FORBIDDEN = (("\n", "a newline"), ("\r", "a carriage return"), ("\x00", "a NUL byte"), ("=", "'='"),
+              ("#", "'#' (a comment would start there)"), ('"', "a double quote"), ("'", "a single quote"))
+
+
 def _single_line(option: str, value: str) -> str:
-    bad = {"\n": "a newline", "\r": "a carriage return", "\x00": "a NUL byte", "=": "'='", "#": "'#'",
-           '"': "a double quote"}
-    for char, name in bad.items():
+    for char, name in _FORBIDDEN:
         if char in value:
-            raise GriddError(f"{option}={value!r} contains {name}; gridd.conf holds one 'Key=value' per line, "
-                             f"so the value cannot contain newlines, '=', '#' or quotes")
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
-        raise GriddError(f"{option}={value!r} contains a control character; give printable text")
-    if value != value.strip():
-        raise GriddError(f"{option}={value!r} has leading or trailing spaces; nvidia-gridd would not strip them")
+            raise GriddError(f"{option}={value!r} contains {name}; gridd.conf holds one Key=value per line, "
+                             f"so a value cannot contain newlines, '=', '#' or quotes")
+    bad = next((c for c in value if ord(c) < 32 or ord(c) == 127 or 0xD800 <= ord(c) <= 0xDFFF), None)
+    if bad is not None:
+        raise GriddError(f"{option}={value!r} contains the control character {bad!r}; give printable text")
     if value == "":
         raise GriddError(f"{option} is empty; to take the key out of gridd.conf list it in remove "
                          f"(remove: [{option}]) instead")
+    if value != value.strip():
+        raise GriddError(f"{option}={value!r} has leading or trailing white space; give the value without it")
     return value
 
 
 def validate_host(option: str, value) -> str:
+    """A host name (RFC 1123), an IPv4 address or an IPv6 address, as nvidia-gridd is to be given it."""
     if not isinstance(value, str):
-        raise GriddError(f"{option}={value!r} is not a host name or IP address")
+        raise GriddError(f"{option}={value!r} is not a host name or IP address; {HOST_EXAMPLES}")
     _single_line(option, value)
-    candidate = value[1:-1] if value.startswith("[") and value.endswith("]") else value
-    try:
-        return str(ipaddress.ip_address(candidate))
-    except ValueError:
-        pass
-    if "://" in value or "/" in value or ":" in value:
-        raise GriddError(f"{option}={value!r} is not a host name or IP address (no scheme, port or path: "
-                         f"the port has its own option); for example license.example.com, 10.0.0.5 or fd00::5")
+    if any(c.isspace() for c in value):
+        raise GriddError(f"{option}={value!r} contains white space; a host name or IP address has none "
+                         f"({HOST_EXAMPLES})")
+    if "://" in value:
+        raise GriddError(f"{option}={value!r} is a URL; give only the host name or IP address, without the scheme, "
+                         f"port or path (the port has its own option); {HOST_EXAMPLES}")
+    if "/" in value or "\\" in value:
+        raise GriddError(f"{option}={value!r} contains a path ('/' or '\\'); give only the host name or IP address; "
+                         f"{HOST_EXAMPLES}")
+    if "%" in value:
+        raise GriddError(f"{option}={value!r} is a scoped IPv6 address ('%' and a zone); give an address without "
+                         f"a zone, or a host name")
+    port = _HOST_PORT.match(value)
+    if port:
+        raise GriddError(f"{option}={value!r} includes a port; give the host {port.group(1)!r} here and the "
+                         f"port {port.group(2)} in the port option ({option.replace('address', 'port')})")
+    bracketed = value.startswith("[") and value.endswith("]")
+    candidate = value[1:-1] if bracketed else value
+    if ":" in candidate:
+        try:
+            return str(ipaddress.IPv6Address(candidate))
+        except ValueError:
+            raise GriddError(f"{option}={value!r} is not a valid IPv6 address; {HOST_EXAMPLES}") from None
+    if bracketed or "[" in value or "]" in value:
+        raise GriddError(f"{option}={value!r}: brackets are only for an IPv6 address; {HOST_EXAMPLES}")
+    labels = (value[:-1] if value.endswith(".") else value).split(".")
+    if all(label.isdigit() for label in labels if label) and labels[-1].isdigit():
+        try:
+            return str(ipaddress.IPv4Address(value))
+        except ValueError:
+            raise GriddError(f"{option}={value!r} is not a valid IPv4 address (four numbers 0 to 255, without "
+                             f"leading zeros, for example 10.0.0.5)") from None
     name = value[:-1] if value.endswith(".") else value
-    labels = name.split(".")
-    if len(name) > 253 or not all(_LABEL.match(label) for label in labels) or labels[-1].isdigit():
-        raise GriddError(f"{option}={value!r} is not a valid host name or IP address: host names are dot-separated "
-                         f"labels of letters, digits and '-' (1 to 63 characters each, 253 in all); for example "
-                         f"license.example.com, 10.0.0.5 or fd00::5")
+    if len(name) > 253:
+        raise GriddError(f"{option}={value[:40]!r}... is {len(name)} characters long; a host name has at most 253")
+    for label in labels:
+        if label == "":
+            raise GriddError(f"{option}={value!r} has an empty label ('..' or a leading dot); {HOST_EXAMPLES}")
+        if len(label) > 63:
+            raise GriddError(f"{option}={value!r}: the label {label[:20]!r}... has {len(label)} characters; each "
+                             f"dot-separated label of a host name has 1 to 63")
+        if not _LABEL_CHARS.match(label):
+            bad = sorted({c for c in label if not (c.isascii() and (c.isalnum() or c == "-"))})
+            what = "an underscore" if bad == ["_"] else "the characters " + " ".join(map(repr, bad))
+            raise GriddError(f"{option}={value!r} contains {what}; host names (RFC 1123) have only letters, digits "
+                             f"and '-' in dot-separated labels; {HOST_EXAMPLES}")
+        if label.startswith("-") or label.endswith("-"):
+            raise GriddError(f"{option}={value!r}: the label {label!r} starts or ends with '-', which host names do "
+                             f"not allow; {HOST_EXAMPLES}")
+    if labels[-1].isdigit():
+        raise GriddError(f"{option}={value!r} is neither an IPv4 address nor a host name (the last label is a "
+                         f"number); {HOST_EXAMPLES}")
     return value.lower()
 
 
 def validate_int(option: str, value, low: int, high: int, what: str = "") -> int:
+    valid = f"a whole number from {low} to {high}{what}"
     if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise GriddError(f"{option}={value!r} is not a whole number between {low} and {high}{what}")
+        raise GriddError(f"{option}={value!r} is not {valid}")
     text = str(value).strip()
-    if not re.match(r"^[0-9]+$", text):
-        raise GriddError(f"{option}={value!r} is not a whole number between {low} and {high}{what}")
+    if not text.isascii() or not text.isdigit():
+        raise GriddError(f"{option}={value!r} is not {valid}")
     number = int(text)
     if not low <= number <= high:
-        raise GriddError(f"{option}={number} is out of range: it must be between {low} and {high}{what}")
+        raise GriddError(f"{option}={number} is out of range: it must be {valid}")
     return number
 
 
@@ -150,30 +209,32 @@ def validate_port(option: str, value) -> int:
 def validate_feature_type(value, option: str = "feature_type") -> int:
     valid = "; ".join(f"{code} ({text})" for code, text in FEATURE_TYPES.items())
     names = ", ".join(sorted(FEATURE_NAMES))
-    if isinstance(value, bool):
-        raise GriddError(f"{option}={value!r} is not a FeatureType; valid values: {valid}")
-    if isinstance(value, str) and value.strip().lower() in FEATURE_NAMES:
-        return FEATURE_NAMES[value.strip().lower()]
-    try:
-        code = int(str(value).strip())
-    except ValueError:
-        raise GriddError(f"{option}={value!r} is not a FeatureType; valid values: {valid} "
-                         f"(or the names {names})") from None
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise GriddError(f"{option}={value!r} is not a FeatureType; valid values: {valid} (or the names {names})")
+    text = str(value).strip()
+    if text.lower() in FEATURE_NAMES:
+        return FEATURE_NAMES[text.lower()]
+    if not text.isascii() or not text.lstrip("-").isdigit():
+        raise GriddError(f"{option}={value!r} is not a FeatureType; valid values: {valid} (or the names {names})")
+    code = int(text)
     if code not in FEATURE_TYPES:
-        raise GriddError(f"{option}={code} is reserved by NVIDIA (gridd.conf.template: 'All other values "
-                         f"reserved'); valid values: {valid}")
+        raise GriddError(f"{option}={code} is not a FeatureType NVIDIA documents (gridd.conf.template: 'All other "
+                         f"values reserved'); valid values: {valid}")
     return code
 
 
 def validate_bool(option: str, value) -> bool:
+    """A boolean option.  Strings: only true and false (any case), what gridd.conf writes TRUE/FALSE."""
     if isinstance(value, bool):
         return value
-    text = str(value).strip().lower()
-    if text in ("true", "yes", "on", "1"):
+    text = value.strip().lower() if isinstance(value, str) else None
+    if text == "true":
         return True
-    if text in ("false", "no", "off", "0"):
+    if text == "false":
         return False
-    raise GriddError(f"{option}={value!r} is not a boolean (true or false)")
+    key = KEYS.get(option, (option,))[0]
+    raise GriddError(f"{option}={value!r} is not a boolean gridd.conf takes: give true or false (written "
+                     f"{key}=TRUE or {key}=FALSE, the only values NVIDIA's template lists)")
 
 
 def validate_abspath(option: str, value) -> str:
@@ -183,8 +244,7 @@ def validate_abspath(option: str, value) -> str:
     if not value.startswith("/"):
         raise GriddError(f"{option}={value!r} is not an absolute path (it must start with '/')")
     if any(c.isspace() for c in value):
-        raise GriddError(f"{option}={value!r} contains white space; nvidia-gridd reads the value up to the "
-                         f"end of the line, use a path without spaces")
+        raise GriddError(f"{option}={value!r} contains white space; give a path without spaces")
     return value.rstrip("/") or "/"
 
 
@@ -211,6 +271,24 @@ def validate_option(option: str, value):
     if kind == "abspath":
         return validate_abspath(option, value)
     return validate_text(option, value)
+
+
+def file_value(option: str, value: str):
+    """A value as the file holds it (quotes already removed), normalised; GriddError when invalid.
+
+    Stricter than an option where NVIDIA documents one spelling: booleans must be TRUE or FALSE
+    (any letter case), not yes/on/1, and FeatureType a number (the names such as ``vgpu`` are
+    this module's, nvidia-gridd does not know them).
+    """
+    kind = KEYS[option][1]
+    if kind == "bool":
+        text = value.strip().lower()
+        if text not in ("true", "false"):
+            raise GriddError(f"{KEYS[option][0]}={value} is not TRUE or FALSE")
+        return text == "true"
+    if kind == "feature" and not value.strip().isdigit():
+        raise GriddError(f"{KEYS[option][0]}={value} is not a number")
+    return validate_option(option, value)
 
 
 def render_value(option: str, value) -> str:
@@ -242,9 +320,26 @@ def desired_from_params(params: dict) -> tuple[dict, list]:
 
 
 def validate_token_name(name) -> str:
-    if not isinstance(name, str) or not _TOKEN_NAME.match(name) or ".." in name:
-        raise GriddError(f"token_name={name!r} must be a plain file name ending in .tok: letters, digits, '.', '_' "
-                         f"and '-', no '/' or '\\\\', not starting with '.'; for example {DEFAULT_TOKEN_NAME}")
+    """A file name for the token folder: a plain name ending in .tok, as NVIDIA's guides name tokens."""
+    valid = (f"give a plain file name of letters, digits, '.', '_' and '-' that ends in .tok, for example "
+             f"{DEFAULT_TOKEN_NAME}")
+    if not isinstance(name, str) or name == "":
+        raise GriddError(f"token_name={name!r} is empty or not text; {valid}")
+    if "/" in name or "\\" in name:
+        raise GriddError(f"token_name={name!r} contains a path separator ('/' or '\\'); the token goes into the "
+                         f"token folder (client_config_token_path), so {valid}")
+    if name in (".", "..") or ".." in name:
+        raise GriddError(f"token_name={name!r} contains '..'; {valid}")
+    if name.startswith("."):
+        raise GriddError(f"token_name={name!r} starts with '.' (a hidden file); {valid}")
+    if not _TOKEN_CHARS.match(name):
+        bad = sorted({c for c in name if not (c.isascii() and (c.isalnum() or c in "._-"))})
+        raise GriddError(f"token_name={name!r} contains {' '.join(map(repr, bad))}; {valid}")
+    if not name.endswith(".tok") or name == ".tok":
+        raise GriddError(f"token_name={name!r} does not end in .tok (lower case), the extension of a client "
+                         f"configuration token; {valid}")
+    if len(name.encode()) > TOKEN_NAME_MAX:
+        raise GriddError(f"token_name is {len(name)} characters long; a file name has at most {TOKEN_NAME_MAX}")
     return name
 
 
@@ -252,7 +347,7 @@ def validate_token_content(content) -> bytes:
     """The token as bytes.  Messages never contain the token itself."""
     if not isinstance(content, str):
         raise GriddError("token_content is not text (a client configuration token is a text file)")
-    data = content.encode("utf-8")
+    data = content.encode("utf-8", "surrogateescape")
     if not data.strip():
         raise GriddError("token_content is empty; give the content of the client configuration token (.tok) "
                          "downloaded from the NVIDIA Licensing Portal or your DLS instance")
@@ -264,18 +359,24 @@ def validate_token_content(content) -> bytes:
     return data
 
 
+def shown(text: str) -> str:
+    """Text that is safe in a result: bytes that were not UTF-8 (kept as surrogates) become U+FFFD."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 # --------------------------------------------------------------------------- the file
 
 class Line:
     """One line of gridd.conf, kept byte for byte (``raw`` includes its line ending)."""
 
-    __slots__ = ("key", "raw", "value")
+    __slots__ = ("key", "number", "raw", "value")
 
-    def __init__(self, raw: str):
+    def __init__(self, raw: str, number: int = 0):
         self.raw = raw
+        self.number = number
         self.key = None
         self.value = None
-        body = raw.rstrip("\r\n")
+        body = raw[:len(raw) - len(self.ending)]
         if body.lstrip().startswith("#"):
             return
         match = _ASSIGN.match(body)
@@ -288,16 +389,33 @@ class Line:
 
     @property
     def ending(self) -> str:
-        body = self.raw.rstrip("\r\n")
-        return self.raw[len(body):]
+        """``\\r\\n``, ``\\n`` or nothing (the last line of a file without a final newline)."""
+        if self.raw.endswith("\r\n"):
+            return "\r\n"
+        return "\n" if self.raw.endswith("\n") else ""
 
     def commented_key(self):
         match = _COMMENTED.match(self.raw)
         return match.group(1) if match else None
 
 
+def split_bom(text: str) -> tuple[str, str]:
+    """(the UTF-8 byte order mark or "", the rest): a BOM is kept but is not part of the first key."""
+    return (BOM, text[1:]) if text.startswith(BOM) else ("", text)
+
+
+def split_lines(text: str) -> list[str]:
+    """The lines with their endings.  Only ``\\n`` ends a line, as for nvidia-gridd on Linux (not
+    ``\\f``, ``\\v`` or the other separators of ``str.splitlines``)."""
+    parts = text.split("\n")
+    lines = [part + "\n" for part in parts[:-1]]
+    if parts[-1]:
+        lines.append(parts[-1])
+    return lines
+
+
 def parse(text: str) -> list[Line]:
-    return [Line(raw) for raw in text.splitlines(keepends=True)]
+    return [Line(raw, number) for number, raw in enumerate(split_lines(split_bom(text)[1]), start=1)]
 
 
 def _normal(option: str, value: str):
@@ -305,7 +423,7 @@ def _normal(option: str, value: str):
     if value is None or value.strip() == "":
         return None
     try:
-        return validate_option(option, value)
+        return file_value(option, value)
     except GriddError:
         return ("invalid", value)
 
@@ -322,22 +440,39 @@ def current_values(lines: list[Line]) -> dict:
     return {option: value for option, value in found.items() if value is not None}
 
 
+def repeated_keys(text: str | None) -> dict:
+    """Keys with more than one active line: ``{key as first written: [(line number, value), ...]}``.
+
+    NVIDIA does not document which line nvidia-gridd uses; the editor reads the first.
+    """
+    if text is None:
+        return {}
+    seen = {}
+    for line in parse(text):
+        if line.key is not None:
+            seen.setdefault(line.key.lower(), []).append(line)
+    return {lines[0].key: [(line.number, line.value) for line in lines]
+            for lines in seen.values() if len(lines) > 1}
+
+
 def describe(option: str, value) -> str:
     if isinstance(value, tuple):
-        return f"{KEYS[option][0]}={value[1]} (invalid)"
-    return f"{KEYS[option][0]}={render_value(option, value)}"
+        return f"{KEYS[option][0]}={shown(value[1])} (invalid)"
+    return f"{KEYS[option][0]}={shown(render_value(option, value))}"
 
 
 def plan(text: str | None, desired: dict, remove: list) -> tuple[str, list]:
     """The new file text and the changes, each ``(option, before, after)`` (None = not set).
 
-    Lines of keys that are not managed, comments, blank lines and line endings are kept as they
-    are.  A managed key is rewritten in place on its first active line, further active lines of
-    the same key are dropped (nvidia-gridd would see two values), a new key goes right after the
-    template's commented example line (``#BackupServerAddress=``) or else at the end, and a
-    removed key loses its active lines (its comments stay).
+    Lines of keys that are not managed, comments, blank lines, line endings and a byte order
+    mark are kept as they are.  A managed key is rewritten in place on its first active line,
+    further active lines of the same key are dropped (nvidia-gridd would see two values), a new
+    key goes right after the template's commented example line (``#BackupServerAddress=``) or
+    else at the end, and a removed key loses its active lines (its comments stay).
     """
-    lines = parse(render_template() if text is None else text)
+    source = render_template() if text is None else text
+    bom, _rest = split_bom(source)
+    lines = parse(source)
     before = current_values(lines)
     changes = []
     out = []
@@ -372,12 +507,14 @@ def plan(text: str | None, desired: dict, remove: list) -> tuple[str, list]:
         anchor = _anchor(out, KEYS[option][0])
         new = f"{KEYS[option][0]}={render_value(option, desired[option])}{_eol(lines)}"
         if anchor is None:
-            if out and not out[-1].endswith(("\n", "\r")):
+            if out and not out[-1].endswith("\n"):
                 out[-1] += _eol(lines)
             out.append(new)
         else:
+            if not out[anchor].endswith("\n"):
+                out[anchor] += _eol(lines)
             out.insert(anchor + 1, new)
-    new_text = "".join(out)
+    new_text = bom + "".join(out)
     after = current_values(parse(new_text))
     for option in KEYS:
         if before.get(option) != after.get(option):
@@ -423,7 +560,7 @@ def render_template() -> str:
         "#BackupServerPort=",
         "",
         "# Feature to license. Data type: integer",
-        "#    0 => unlicensed state",
+        "#    0 => unlicensed state (a physical GPU: NVIDIA Virtual Applications)",
         "#    1 => NVIDIA vGPU (chosen from the vGPU type)",
         "#    2 => NVIDIA RTX Virtual Workstation",
         "#    4 => NVIDIA Virtual Compute Server",
@@ -457,7 +594,7 @@ def config_view(text: str | None) -> dict:
         return {}
     view = {}
     for option, value in current_values(parse(text)).items():
-        view[option] = value[1] if isinstance(value, tuple) else value
+        view[option] = shown(value[1]) if isinstance(value, tuple) else value
     return view
 
 
@@ -485,8 +622,8 @@ def feature_type_warnings(feature_type, modes: list) -> list[str]:
         warnings.append("feature_type=1 (NVIDIA vGPU) is set but no GPU of this host is a vGPU; on a physical "
                         "GPU use 2 (RTX Virtual Workstation) or 4 (Virtual Compute Server)")
     if feature_type == 0 and "vgpu" in modes:
-        warnings.append("feature_type=0 (unlicensed state) on a vGPU: nvidia-gridd requests no license; "
-                        "use 1 (NVIDIA vGPU)")
+        warnings.append("feature_type=0 (the unlicensed state on a vGPU; NVIDIA Virtual Applications only on a "
+                        "physical GPU): nvidia-gridd requests no license for a vGPU; use 1 (NVIDIA vGPU)")
     return warnings
 
 
@@ -505,6 +642,9 @@ def expiry_text(expiry: dict | None):
                                                expiry["hour"], expiry["min"], expiry["sec"])
 
 
+# The section's name: "vGPU Software Licensed Product" (vGPU software 10 and later), "GRID Licensed
+# Product" (older GRID drivers).
+SMI_LICENSE_SECTIONS = ("vGPU Software Licensed Product", "GRID Licensed Product")
 SMI_VIRTUALIZATION = {"VGPU": "vgpu", "None": "none", "Pass-Through": "passthrough",
                       "Host VGPU": "host_vgpu", "Host VSGA": "host_vsga"}
 _SMI_EXPIRY = re.compile(r"Expiry:\s*(\d{4})-(\d{1,2})-(\d{1,2})\s+(\d{1,2}):(\d{1,2}):(\d{1,2})\s*GMT")
@@ -514,7 +654,10 @@ def parse_smi_query(text: str) -> list[dict]:
     """The license part of ``nvidia-smi -q``, one dict per GPU (fallback when NVML lacks the call).
 
     Reads, per ``GPU <bus id>`` block, "Product Name", "Virtualization Mode" and the "vGPU Software
-    Licensed Product" section ("Product Name", "License Status: Licensed (Expiry: 2022-5-27 0:8:28 GMT)").
+    Licensed Product" section ("GRID Licensed Product" before vGPU software 10): "Product Name" and
+    "License Status", which reads "Licensed (Expiry: 2022-5-27 0:8:28 GMT)" (UTC, fields not
+    zero-padded), "Licensed" (drivers that print no expiry), "Unlicensed (Unrestricted)",
+    "Unlicensed (Restricted)" or "Unlicensed".
     """
     gpus = []
     current = None
@@ -537,7 +680,7 @@ def parse_smi_query(text: str) -> list[dict]:
         if indent <= 4:
             section = None
         key, value = (part.strip() for part in stripped.split(":", 1))
-        if key == "Product Name" and section == "vGPU Software Licensed Product":
+        if key == "Product Name" and section in SMI_LICENSE_SECTIONS:
             current["feature"] = value
             current["license_supported"] = True
         elif key == "Product Name" and section is None:
@@ -546,7 +689,7 @@ def parse_smi_query(text: str) -> list[dict]:
             current["uuid"] = value
         elif key == "Virtualization Mode":
             current["virtualization_mode"] = SMI_VIRTUALIZATION.get(value, value.lower())
-        elif key == "License Status" and section == "vGPU Software Licensed Product":
+        elif key == "License Status" and section in SMI_LICENSE_SECTIONS:
             current["license_supported"] = True
             current["licensed"] = value.startswith("Licensed")
             match = _SMI_EXPIRY.search(value)

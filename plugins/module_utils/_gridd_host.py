@@ -26,21 +26,40 @@ SYSLOG_FILES = ("/var/log/messages", "/var/log/syslog")
 
 
 def read_text(path: str) -> str | None:
+    """gridd.conf as text, None when it does not exist.
+
+    Bytes that are not UTF-8 (a comment written in Latin-1, say) are kept as they are: they are
+    decoded with ``surrogateescape`` and written back the same way (``encode_text``).  A file with
+    NUL bytes (saved as UTF-16 by Windows Notepad) is refused: nvidia-gridd reads plain text.
+    """
     if os.path.isdir(path):
         raise _gridd.GriddError(f"path={path} is a directory; give the gridd.conf file, e.g. {_gridd.DEFAULT_PATH}")
     try:
-        with open(path, encoding="utf-8", newline="") as fh:
-            return fh.read()
+        with open(path, "rb") as fh:
+            data = fh.read()
     except FileNotFoundError:
         return None
-    except UnicodeDecodeError:
-        raise _gridd.GriddError(f"{path} is not a UTF-8 text file; gridd.conf is plain text") from None
     except OSError as exc:
         raise _gridd.GriddError(f"cannot read {path}: {exc.strerror} (run the task with become: true)") from None
+    if b"\x00" in data:
+        hint = " (it looks like UTF-16, as Windows Notepad saves 'Unicode')" if data[:2] in (b"\xff\xfe", b"\xfe\xff") \
+            else ""
+        raise _gridd.GriddError(f"{path} contains NUL bytes{hint}; nvidia-gridd reads gridd.conf as plain ASCII/UTF-8 "
+                                f"text: save it as UTF-8 (or remove it to have it created again)")
+    return data.decode("utf-8", "surrogateescape")
+
+
+def encode_text(text: str) -> bytes:
+    """The bytes of a text from ``read_text`` (undecodable bytes come back unchanged)."""
+    return text.encode("utf-8", "surrogateescape")
 
 
 def write_atomic(path: str, data: bytes, mode: int | None = None) -> None:
-    """Write through a temporary file in the same folder and a rename; keeps the old file's mode and owner."""
+    """Write through a temporary file in the same folder and a rename; keeps the old file's mode and owner.
+
+    A symbolic link is followed: its target is replaced, the link stays.
+    """
+    path = os.path.realpath(path) if os.path.islink(path) else path
     directory = os.path.dirname(path) or "."
     try:
         old = os.stat(path)

@@ -13,8 +13,15 @@ description:
   - In a VM with an NVIDIA vGPU, the guest driver restricts features until C(nvidia-gridd) obtains a license. This
     module configures the client the way NVIDIA's licensing guides describe and waits until the VM is licensed.
   - Edits C(/etc/nvidia/gridd.conf) in place. Only the keys given as options (or listed in O(remove)) are
-    touched; comments, blank lines, order, line endings and every other key stay byte for byte. A missing file is
-    created with the layout of NVIDIA's C(gridd.conf.template).
+    touched; comments, blank lines, order, line endings (CRLF included), a UTF-8 byte order mark, bytes that are
+    not UTF-8, a missing final newline and every other key (C(IgnoreSP) of cloud images, for example) stay byte for
+    byte. A missing file is created with the layout of NVIDIA's C(gridd.conf.template); a symbolic link is followed.
+  - Reads values the way NVIDIA's guides write them - C(Key=value), C(Key="value") - and leniently what they do not
+    document (spaces around C(=), other letter cases of a key). A managed key set more than once keeps one line; a
+    key this task does not manage that is set more than once gets a warning (NVIDIA does not document which line
+    C(nvidia-gridd) uses). File values NVIDIA does not document - C(EnableUI=yes) or C(=1) (the template lists
+    C(TRUE) or C(FALSE)), C(FeatureType=3), a comment after a value - count as invalid and are rewritten when the
+    key is managed.
   - Installs a client configuration token of the NVIDIA License System (NLS) from O(token_content) or from a file on
     the controller (O(token_src)) into C(/etc/nvidia/ClientConfigToken) (or the folder of
     O(client_config_token_path)) with mode C(0744), as NVIDIA documents, and optionally removes other tokens.
@@ -70,12 +77,15 @@ options:
         what NVIDIA documents for a vGPU guest.
       - V(2), V(rtx_vws) or V(vws) - NVIDIA RTX Virtual Workstation, for a physical GPU (pass-through, bare metal).
       - V(4) or V(vcs) - NVIDIA Virtual Compute Server, for a physical GPU in pass-through.
-      - V(0) or V(unlicensed) - the unlicensed state; no license is requested.
-      - NVIDIA reserves every other value. The module warns when V(2) or V(4) is set on a vGPU or V(1) on a host
-        without one.
+      - V(0), V(unlicensed) or V(vapps) - the template's "unlicensed state": on a vGPU no license is requested; on a
+        physical GPU NVIDIA's License System guide lists 0 as NVIDIA Virtual Applications, which is licensed by the
+        EULA only (no lease).
+      - NVIDIA reserves every other value ("All other values reserved"). The module warns when V(2) or V(4) is set
+        on a vGPU, V(1) on a host without one, or V(0) on a vGPU.
     type: raw
   enable_ui:
-    description: C(EnableUI), whether nvidia-settings shows the licensing page.
+    description: C(EnableUI), whether nvidia-settings shows the licensing page; written C(TRUE) or C(FALSE), the only
+      values NVIDIA's template lists.
     type: bool
   license_interval:
     description: C(LicenseInterval), license borrow period of a legacy license server in minutes (10 to 10080).
@@ -124,7 +134,8 @@ options:
     type: path
   token_name:
     description:
-      - File name of the token in the token folder - letters, digits, C(.), C(_) and C(-), ending in C(.tok), no path.
+      - File name of the token in the token folder - letters, digits, C(.), C(_) and C(-), ending in C(.tok) (lower
+        case, the extension NVIDIA's tokens have), no path, no C(..), not starting with C(.).
       - The default is the name NVIDIA's GPU Operator expects.
     type: str
     default: client_configuration_token.tok
@@ -272,7 +283,7 @@ license:
       type: str
       sample: NVIDIA Virtual Compute Server
     feature_code:
-      description: NVML feature code (1 vGPU, 2 NVIDIA RTX, 4 compute).
+      description: NVML C(nvmlGridLicenseFeatureCode_t) (0 unknown, 1 vGPU, 2 NVIDIA RTX, 3 gaming, 4 compute).
       type: int
       sample: 4
     expiry:
@@ -304,7 +315,9 @@ def change_text(option, before, after) -> str:
     def show(value):
         if value is None:
             return "(unset)"
-        return f"{value[1]} (invalid)" if isinstance(value, tuple) else _gridd.render_value(option, value)
+        if isinstance(value, tuple):
+            return f"{_gridd.shown(value[1])} (invalid)"
+        return _gridd.shown(_gridd.render_value(option, value))
 
     return f"{_gridd.KEYS[option][0]}: {show(before)} -> {show(after)}"
 
@@ -392,6 +405,15 @@ def main() -> None:
             "after": "\n".join(_gridd.diff_lines(after) + _gridd_host.token_diff(tplan, "after")) + "\n",
         }
 
+    still = {key.lower() for key in _gridd.repeated_keys(new_text)}   # after this run's edits
+    for key, where in _gridd.repeated_keys(text).items():
+        if key.lower() not in still:
+            continue
+        module.warn(f"{path} sets {key} on more than one line (" + ", ".join(
+            f"line {number}: {_gridd.shown(value)!r}" for number, value in where) + "); NVIDIA does not document "
+            "which one nvidia-gridd uses (this module reads the first). Remove the extra lines, or manage the key "
+            "with this module, which keeps one")
+
     before_license, _error = read_license()
     if "feature_type" in desired:
         modes = [g.get("virtualization_mode") for g in before_license["gpus"] if g.get("virtualization_mode")]
@@ -407,7 +429,7 @@ def main() -> None:
             if params["backup"] and text is not None:
                 result["backup_file"] = module.backup_local(path)
             os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
-            _gridd_host.write_atomic(path, new_text.encode("utf-8"))
+            _gridd_host.write_atomic(path, _gridd_host.encode_text(new_text))
             done.append(f"wrote {path}")
         if _gridd_host.token_changed(tplan):
             _gridd_host.apply_tokens(tplan, content)

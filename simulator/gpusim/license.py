@@ -17,22 +17,34 @@ State (in the host's gpusim state file)::
 
 What is modelled, and from where:
 
-* Log lines are the real daemon's texts, as they appear in ``journalctl -u nvidia-gridd``
-  (real outputs quoted in public install notes): "Started (PID)", "vGPU Software package (0)",
-  "Ignore service provider and node-locked licensing", "NLS initialized",
-  "Acquiring license. (Info: SERVER; PRODUCT)", "License acquired successfully. (Info: SERVER,
-  PRODUCT; Expiry: 2025-4-22 11:18:43 GMT)", "Failed to acquire license from SERVER (Info:
-  PRODUCT - Error: ...)", "Failed to open file /etc/nvidia/gridd.conf (No such file or
-  directory)", and for a token that cannot be read "Failed to decode signature from token
-  received", "Failed to read configurations from client configuration token (Error: ...)",
-  "Failed to setup cloud License Manager: 3", "Shutdown (PID)" with exit status 1.  Lines
-  marked ``GPUSIM_WORDING`` below have no recorded real text and say what happened plainly.
+* Log lines are the real daemon's texts, as they appear in ``journalctl -u nvidia-gridd`` or
+  syslog (real outputs quoted in public install notes and issue reports): "Started (PID)",
+  "vGPU Software package (0)", "Ignore service provider and node-locked licensing",
+  "NLS initialized", "Acquiring license. (Info: SERVER; PRODUCT)", with NLS "License acquired
+  successfully. (Info: SERVER, PRODUCT; Expiry: 2025-4-22 11:18:43 GMT)" and from a legacy
+  license server "License acquired successfully. (Info: http://10.103.15.200:7070/request;
+  NVIDIA Virtual Compute Server)" (no expiry in that line), "Failed to acquire license from
+  SERVER (Info: PRODUCT - Error: ...)", "Failed to open file /etc/nvidia/gridd.conf (No such
+  file or directory)", "Unable to fetch the client configuration token file" (no token and no
+  license server), "Invalid feature type requested", and for a token that cannot be read
+  "Failed to decode signature from token received", "Failed to read configurations from client
+  configuration token (Error: ...)", "Failed to setup cloud License Manager: 3", "Shutdown
+  (PID)" with exit status 1.  Lines marked ``GPUSIM_WORDING`` below have no recorded real text
+  and say what happened plainly.
 * Licensed product per vGPU series (Client Licensing User Guide, "NVIDIA vGPU Software
   Licensed Products"): Q -> NVIDIA RTX Virtual Workstation, C -> NVIDIA Virtual Compute
   Server, B -> NVIDIA Virtual PC, A -> NVIDIA Virtual Applications.  NVML feature codes
   (nvml.h nvmlGridLicenseFeatureCode_t): VGPU 1, NVIDIA_RTX 2, COMPUTE 4.
 * FeatureType (gridd.conf.template): 0 = unlicensed state -> no license requested; 1, 2 or 4
-  on a vGPU -> the product of the vGPU type ("autodetected as per vGPU type").
+  on a vGPU -> the product of the vGPU type ("autodetected as per vGPU type"; real logs show a
+  C-series vGPU with FeatureType=4 and a Q-series one with FeatureType=2 licensed as their
+  series' product); no FeatureType line at all on a vGPU -> autodetected as well (the template
+  calls 1 "Optional" on a vGPU); any other value -> "Invalid feature type requested".
+* gridd.conf is read as nvidia-gridd on Linux is taken to read it: lines end at a newline, ``#``
+  starts a comment line, ``Key=value`` with spaces around ``=`` allowed, one pair of double
+  quotes around a value removed (NVIDIA's guides write ``ClientConfigTokenPath="<path>"``), the
+  first line of a repeated key wins, a UTF-8 byte order mark at the start is skipped.  NVIDIA
+  documents none of these details; they match what gpuops.sharing.vgpu_license reads.
 * The server: NLS takes it from the client configuration token; without a token the legacy
   ``ServerAddress``/``ServerPort`` (default 7070) is used, shown as the real daemon shows it
   (``http://ADDRESS:PORT/request``).  Real tokens are signed JWTs that gpusim cannot verify;
@@ -149,7 +161,7 @@ def read_conf(path: str) -> tuple[dict | None, str | None]:
     except OSError as exc:
         return None, f"Failed to open file {path} ({exc.strerror})"
     values = {}
-    for raw in text.splitlines():
+    for raw in (text[1:] if text.startswith("\ufeff") else text).split("\n"):
         line = raw.strip()
         if not line or line.startswith("#") or "=" not in line:
             continue
@@ -188,6 +200,7 @@ class Outcome:
         self.product: str | None = None
         self.feature_code: int | None = None
         self.request = False        # a license is to be requested from self.server
+        self.legacy = False         # self.server is a legacy license server (ServerAddress), not NLS
 
 
 def configure(state: dict, conf_path: str) -> Outcome:
@@ -217,18 +230,18 @@ def configure(state: dict, conf_path: str) -> Outcome:
     else:
         address = conf.get("serveraddress", "")
         if not address:
-            out.lines.append("No client configuration token in " + token_dir + " and no ServerAddress in "
-                             + conf_path + "; no license server to ask (" + GPUSIM_WORDING + ")")
+            out.lines.append("Unable to fetch the client configuration token file")
             return out
         out.server = "http://%s:%s/request" % (address, conf.get("serverport") or "7070")
-    feature_type = (conf.get("featuretype") or "0").strip()
-    if feature_type == "0":
+        out.legacy = True
+    feature_type = (conf.get("featuretype") or "").strip()
+    number = int(feature_type) if feature_type.isdigit() else None
+    if number == 0:
         out.lines.append("FeatureType=0 (unlicensed state) in " + conf_path + ": no license requested ("
                          + GPUSIM_WORDING + ")")
         return out
-    if feature_type not in ("1", "2", "4"):
-        out.lines.append("Invalid FeatureType=" + feature_type + " in " + conf_path + "; no license requested ("
-                         + GPUSIM_WORDING + ")")
+    if feature_type and number not in (1, 2, 4):
+        out.lines.append("Invalid feature type requested")
         return out
     out.product, out.feature_code = guest["product"], guest["feature_code"]
     out.request = True
@@ -247,8 +260,11 @@ def acquire(lic: dict, outcome: Outcome, now: float | None = None) -> list[str]:
     expiry = now + LEASE_SECONDS
     lic.update({"licensed": True, "server": outcome.server, "product": outcome.product,
                 "feature_code": outcome.feature_code, "expiry": expiry})
-    lines.append(f"License acquired successfully. (Info: {outcome.server}, {outcome.product}; "
-                 f"Expiry: {expiry_text(expiry)})")
+    if outcome.legacy:
+        lines.append(f"License acquired successfully. (Info: {outcome.server}; {outcome.product})")
+    else:
+        lines.append(f"License acquired successfully. (Info: {outcome.server}, {outcome.product}; "
+                     f"Expiry: {expiry_text(expiry)})")
     return lines
 
 

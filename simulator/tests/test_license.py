@@ -103,8 +103,42 @@ def test_legacy_server_address_without_token(guest, nvml):
     with open(guest.conf, "w") as fh:
         fh.write("ServerAddress=10.103.15.200\nFeatureType=1\n")
     out = gridd(guest, "--once").stderr
-    assert "License acquired successfully. (Info: http://10.103.15.200:7070/request, NVIDIA Virtual Compute " \
-           "Server; Expiry:" in out
+    # the legacy server's line, as real logs show it: the server URL, "; ", the product, no expiry
+    assert "License acquired successfully. (Info: http://10.103.15.200:7070/request; NVIDIA Virtual Compute " \
+           "Server)\n" in out
+    info = features(nvml)[1].gridLicensableFeatures[0]
+    assert info.featureState == 1 and info.licenseExpiry.status == 2   # NVML still reports the lease's end
+
+
+def test_no_token_and_no_server_is_logged_as_the_real_daemon_does(guest, nvml):
+    with open(guest.conf, "w") as fh:
+        fh.write("ServerAddress=\nFeatureType=1\n")
+    out = gridd(guest, "--once").stderr
+    assert out.splitlines()[-1] == "Unable to fetch the client configuration token file"
+    assert features(nvml)[1].gridLicensableFeatures[0].featureState == 0
+
+
+@pytest.mark.parametrize("value", ["3", "5", "x", "-1"])
+def test_invalid_feature_type_is_logged_as_the_real_daemon_does(guest, nvml, value):
+    put_token(guest)
+    with open(guest.conf, "w") as fh:
+        fh.write(f"FeatureType={value}\nClientConfigTokenPath={guest.tokens}\n")
+    out = gridd(guest, "--once").stderr
+    assert out.splitlines()[-1] == "Invalid feature type requested" and "Acquiring license" not in out
+    assert features(nvml)[1].gridLicensableFeatures[0].featureState == 0
+
+
+@pytest.mark.parametrize("conf", [
+    "ClientConfigTokenPath={tokens}\n",                                 # no FeatureType: autodetected on a vGPU
+    "FeatureType=4\nClientConfigTokenPath={tokens}\n",                  # any documented value on a vGPU
+    '\ufeffFeatureType = "1"\r\nClientConfigTokenPath="{tokens}/"\r\n',  # Notepad, quotes, spaces, CRLF
+])
+def test_vgpu_is_licensed_for_its_series_whatever_the_feature_type(guest, nvml, conf):
+    put_token(guest)
+    with open(guest.conf, "w", newline="") as fh:
+        fh.write(conf.format(tokens=guest.tokens))
+    out = gridd(guest, "--once").stderr
+    assert "License acquired successfully. (Info: dls.lab, NVIDIA Virtual Compute Server; Expiry:" in out
     assert features(nvml)[1].gridLicensableFeatures[0].featureState == 1
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 
 import pytest
@@ -19,8 +20,56 @@ def fixture(name: str, crlf: bool = False) -> str:
     return text.replace("\n", "\r\n") if crlf else text
 
 
+# Real-world shapes, each with its source in its first lines.
+NAMES = ["template.conf", "field_legacy.conf", "field_nls.conf", "field_windows.conf", "cloud_azure.conf",
+         "cloud_aws_vapps.conf", "script_appended.conf", "guide_quoted.conf"]
 FILES = [("template.conf", False), ("field_legacy.conf", False), ("field_nls.conf", False),
          ("field_windows.conf", True)]
+
+# How files get mangled on their way to a VM: edited on Windows (CRLF), saved by Notepad (a UTF-8
+# byte order mark), written by printf/echo -n or an editor that drops the last newline.  The tree
+# holds LF files only (ansible-test sanity rejects CRLF), so the variants are made here.
+VARIANTS = {
+    "as-is": lambda t: t,
+    "crlf": lambda t: t.replace("\n", "\r\n"),
+    "bom": lambda t: _gridd.BOM + t,
+    "no-final-newline": lambda t: t.rstrip("\n"),
+    "bom-crlf-no-final-newline": lambda t: _gridd.BOM + t.rstrip("\n").replace("\n", "\r\n"),
+}
+
+
+def variant(name: str, how: str) -> str:
+    return VARIANTS[how](fixture(name))
+
+
+def changed_lines(old: str, new: str) -> tuple[list[str], list[str]]:
+    """(lines only in old, lines only in new), by a line diff that keeps endings."""
+    old_lines, new_lines = _gridd.split_lines(old), _gridd.split_lines(new)
+    gone, added = [], []
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(a=old_lines, b=new_lines, autojunk=False).get_opcodes():
+        if tag != "equal":
+            gone += old_lines[i1:i2]
+            added += new_lines[j1:j2]
+    return gone, added
+
+
+def _managed_only(old: str, new: str, keys: set) -> bool:
+    gone, added = changed_lines(old, new)
+    for line in gone + added:
+        parsed = _gridd.Line(line.lstrip(_gridd.BOM))
+        if parsed.key is None or parsed.key.lower() not in keys:
+            return False
+    return True
+
+
+def assert_only_managed_lines_differ(old: str, new: str, options) -> None:
+    """Every byte outside the active lines of the given options is kept; the one exception is the
+    line ending given to a last line that had none when a key is appended after it."""
+    keys = {_gridd.KEYS[o][0].lower() for o in options}
+    assert new.startswith(_gridd.BOM) == old.startswith(_gridd.BOM)
+    eol = _gridd._eol(_gridd.parse(old))
+    assert _managed_only(old, new, keys) or (old and not old.endswith("\n") and _managed_only(old + eol, new, keys)), \
+        changed_lines(old, new)
 
 
 def plan(text, **desired):
@@ -143,34 +192,221 @@ def test_absent_file_without_options_is_still_created():
     assert new == _gridd.render_template() and changes == [(None, None, None)]
 
 
+# --------------------------------------------------------------------------- real-world files, mangled
+
+EDITS = {
+    "nls": {"feature_type": 1, "client_config_token_path": "/etc/nvidia/ClientConfigToken"},
+    "legacy": {"server_address": "lic.example.com", "server_port": 7070, "backup_server_address": "10.0.0.6",
+               "enable_ui": True, "license_interval": 60},
+    "proxy": {"proxy_server_address": "proxy.example.com", "proxy_server_port": 3128,
+              "proxy_user_name": "CORP\\svc-gridd", "proxy_credentials_file_path": "/etc/nvidia/proxy.cred"},
+    "remove": {"remove": ["server_address", "server_port", "feature_type", "enable_ui"]},
+}
+
+
+@pytest.mark.parametrize("how", sorted(VARIANTS))
+@pytest.mark.parametrize("name", NAMES)
+def test_real_files_round_trip_untouched(name, how):
+    text = variant(name, how)
+    new, changes = plan(text)
+    assert new == text
+    assert changes == []
+
+
+@pytest.mark.parametrize("edit", sorted(EDITS))
+@pytest.mark.parametrize("how", sorted(VARIANTS))
+@pytest.mark.parametrize("name", NAMES)
+def test_real_files_change_only_the_managed_lines(name, how, edit):
+    text = variant(name, how)
+    params = dict(EDITS[edit])
+    wanted, removed = _gridd.desired_from_params(params)
+    new, _changes = _gridd.plan(text, wanted, removed)
+    assert_only_managed_lines_differ(text, new, list(wanted) + removed)
+    view = _gridd.config_view(new)
+    for option, value in wanted.items():
+        assert view[option] == value
+    for option in removed:
+        assert option not in view
+    assert not _gridd.repeated_keys(new).keys() & {_gridd.KEYS[o][0] for o in list(wanted) + removed}
+    if "\r\n" in text:   # a CRLF file stays CRLF, new lines included
+        assert "\n" not in new.replace("\r\n", "")
+    assert _gridd.plan(new, wanted, removed) == (new, [])   # and then nothing more to do
+
+
+def test_bom_is_kept_and_not_part_of_the_first_key():
+    text = _gridd.BOM + "ServerAddress=lic.example.com\r\nFeatureType=2\r\n"
+    assert _gridd.config_view(text) == {"server_address": "lic.example.com", "feature_type": 2}
+    new, changes = plan(text, server_address="lic2.example.com", feature_type=2)
+    assert new == _gridd.BOM + "ServerAddress=lic2.example.com\r\nFeatureType=2\r\n"
+    assert changes == [("server_address", "lic.example.com", "lic2.example.com")]
+    assert plan(_gridd.BOM, feature_type=1) == (_gridd.BOM + "FeatureType=1\n", [("feature_type", None, 1)])
+
+
+def test_no_final_newline_crlf_gets_a_crlf_before_an_appended_key():
+    text = "# written on Windows\r\nFeatureType=1"
+    new, _changes = plan(text, enable_ui=False)
+    assert new == "# written on Windows\r\nFeatureType=1\r\nEnableUI=FALSE\r\n"
+    new, _changes = plan(text, feature_type=2)
+    assert new == "# written on Windows\r\nFeatureType=2\r\n"
+    # the commented example a new key goes under is the last line, without a newline
+    new, _changes = plan("# x\r\n#LingerInterval=10", linger_interval=5)
+    assert new == "# x\r\n#LingerInterval=10\r\nLingerInterval=5\r\n"
+
+
+def test_only_newline_ends_a_line():
+    """str.splitlines would also split at form feeds and other separators; nvidia-gridd does not."""
+    text = "# page\x0cFeatureType=2\nEnableUI=TRUE\x85x\n"
+    assert _gridd.config_view(text) == {"enable_ui": ("invalid", "TRUE\x85x")[1]}
+    new, _changes = plan(text, feature_type=1)
+    assert new == text + "FeatureType=1\n"
+
+
+def test_commented_keys_are_examples_not_settings():
+    text = "#FeatureType=0\n# FeatureType=4\n  #EnableUI=TRUE\n"
+    assert _gridd.config_view(text) == {}
+    new, changes = plan(text, feature_type=1, enable_ui=True)
+    assert new == "#FeatureType=0\nFeatureType=1\n# FeatureType=4\n  #EnableUI=TRUE\nEnableUI=TRUE\n"
+    assert [c[0] for c in changes] == ["feature_type", "enable_ui"]
+    assert plan(new, remove=["feature_type", "enable_ui"])[0] == text
+
+
+def test_repeated_keys_first_wins_and_managing_keeps_one():
+    text = fixture("script_appended.conf")
+    assert _gridd.config_view(text)["feature_type"] == 1
+    assert _gridd.repeated_keys(text) == {"FeatureType": [(13, "1"), (17, "2")],
+                                          "ClientConfigTokenPath": [(16, "/var/lib/nvidia/tokens"),
+                                                                    (18, "/var/lib/nvidia/tokens")],
+                                          "IgnoreSP": [(19, "FALSE"), (20, "TRUE")]}
+    new, changes = plan(text, feature_type=1)
+    assert new.count("FeatureType=") == 2 and "#FeatureType=0" in new     # the comment and one setting
+    assert "FeatureType=2" not in new and changes == [(None, None, None)]
+    assert set(_gridd.repeated_keys(new)) == {"ClientConfigTokenPath", "IgnoreSP"}   # not managed: left alone
+    new, changes = plan(text, remove=["client_config_token_path"])
+    assert "\nClientConfigTokenPath=" not in new and changes == [("client_config_token_path", "/var/lib/nvidia/tokens",
+                                                               None)]
+
+
+def test_values_as_guides_write_them():
+    text = fixture("guide_quoted.conf")
+    view = _gridd.config_view(text)
+    assert view == {"server_address": "10.5.8.208", "server_port": 7070, "feature_type": 1,
+                    "client_config_token_path": "/etc/nvidia/ClientConfigToken",
+                    "backup_server_address": "backup.example.com # second license server",
+                    "enable_ui": "yes", "license_interval": 1440}
+    current = _gridd.current_values(_gridd.parse(text))
+    assert current["backup_server_address"] == ("invalid", "backup.example.com # second license server")
+    assert current["enable_ui"] == ("invalid", "yes")   # the template lists TRUE or FALSE only
+    # the same values, spelt as in the file: quoted, spaced, trailing slash -> nothing to do
+    same = {"server_address": "10.5.8.208", "server_port": 7070, "feature_type": 1,
+            "client_config_token_path": "/etc/nvidia/ClientConfigToken", "license_interval": 1440}
+    assert plan(text, **same) == (text, [])
+    new, changes = plan(text, backup_server_address="backup.example.com", enable_ui=True)
+    assert "BackupServerAddress=backup.example.com\n" in new and "EnableUI=TRUE\n" in new
+    assert [c[0] for c in changes] == ["backup_server_address", "enable_ui"]
+
+
+@pytest.mark.parametrize(("line", "value"), [("EnableUI=TRUE", True), ("EnableUI=FALSE", False),
+                                             ("EnableUI=true", True), ('EnableUI="FALSE"', False),
+                                             ("EnableUI=yes", ("invalid", "yes")), ("EnableUI=1", ("invalid", "1")),
+                                             ("EnableUI=on", ("invalid", "on")), ("EnableUI=", None)])
+def test_booleans_in_the_file(line, value):
+    assert _gridd.current_values(_gridd.parse(line + "\n")).get("enable_ui") == value
+
+
+@pytest.mark.parametrize(("line", "value"), [("FeatureType=3", ("invalid", "3")), ("FeatureType=x", ("invalid", "x")),
+                                             ("FeatureType=vgpu", ("invalid", "vgpu")),
+                                             ("FeatureType=-1", ("invalid", "-1")),
+                                             ("FeatureType='1'", ("invalid", "'1'")),
+                                             ("ServerPort=0", ("invalid", "0")), ("ServerPort=abc", ("invalid", "abc")),
+                                             ("LicenseInterval=5", ("invalid", "5")),
+                                             ("ServerAddress=http://lic:7070", ("invalid", "http://lic:7070"))])
+def test_bad_values_in_the_file_are_invalid_and_rewritten_when_managed(line, value):
+    option = _gridd.OPTION_BY_KEY[line.split("=")[0].lower()]
+    assert _gridd.current_values(_gridd.parse(line + "\n")).get(option) == value
+    good = {"feature_type": 1, "server_port": 7070, "license_interval": 1440, "server_address": "lic"}[option]
+    new, changes = plan(line + "\n", **{option: good})
+    assert changes and changes[0][0] == option and _gridd.config_view(new)[option] == good
+
+
+def test_leading_zeros_and_spaces_read_as_the_number():
+    text = "FeatureType=01\nServerPort= 7070\t\n"
+    assert _gridd.config_view(text) == {"feature_type": 1, "server_port": 7070}
+    assert plan(text, feature_type=1, server_port=7070) == (text, [])
+
+
+def test_undecodable_bytes_are_shown_replaced():
+    text = b"ProxyUserName=J\xfcrgen\n".decode("utf-8", "surrogateescape")
+    assert _gridd.shown(_gridd.config_view(text)["proxy_user_name"]) == "J\ufffdrgen"
+    assert _gridd.describe("proxy_user_name", ("invalid", "J\udcfc")) == "ProxyUserName=J\ufffd (invalid)"
+
+
 # --------------------------------------------------------------------------- bad values
 
 BAD = [
+    # injection: a value must stay one Key=value line
     ({"server_address": "lic.example.com\nFeatureType=2"},
      "server_address='lic.example.com\\nFeatureType=2' contains a newline"),
+    ({"proxy_user_name": "svc\r\nFeatureType=0"}, "contains a newline"),
     ({"server_address": "a=b"}, "server_address='a=b' contains '='"),
     ({"server_address": "lic#1"}, "server_address='lic#1' contains '#'"),
-    ({"server_address": "https://lic.example.com"}, "is not a host name or IP address (no scheme, port or path"),
-    ({"server_address": "lic.example.com:7070"}, "the port has its own option"),
-    ({"server_address": "-lic.example.com"}, "server_address='-lic.example.com' is not a valid host name"),
-    ({"server_address": "a" * 64 + ".example.com"}, "1 to 63 characters each"),
-    ({"server_address": "10.0.0.256"}, "server_address='10.0.0.256' is not a valid host name"),
+    ({"proxy_user_name": 'admin"'}, "proxy_user_name='admin\"' contains a double quote"),
+    ({"proxy_user_name": "'admin'"}, "contains a single quote"),
+    ({"proxy_user_name": "adm\x07in"}, "contains the control character '\\x07'"),
+    ({"proxy_credentials_file_path": "/etc/x\x00y"}, "contains a NUL byte"),
+    # host names and addresses
+    ({"server_address": "https://lic.example.com"}, "server_address='https://lic.example.com' is a URL; give only the "
+                                                     "host name or IP address"),
+    ({"server_address": "lic.example.com/request"}, "contains a path"),
+    ({"server_address": "lic.example.com:7070"}, "includes a port; give the host 'lic.example.com' here and the port "
+                                                  "7070 in the port option (server_port)"),
+    ({"backup_server_address": "[fd00::5]:7070"}, "in the port option (backup_server_port)"),
+    ({"server_address": "lic_1.example.com"}, "server_address='lic_1.example.com' contains an underscore; host "
+                                               "names (RFC 1123)"),
+    ({"server_address": "-lic.example.com"}, "the label '-lic' starts or ends with '-'"),
+    ({"server_address": "a" * 64 + ".example.com"}, "has 64 characters; each dot-separated label of a host name has "
+                                                     "1 to 63"),
+    ({"server_address": ("a" * 60 + ".") * 4 + "example.com"}, "characters long; a host name has at most 253"),
+    ({"server_address": "lic..example.com"}, "has an empty label"),
+    ({"server_address": "10.0.0.256"}, "server_address='10.0.0.256' is not a valid IPv4 address"),
+    ({"server_address": "10.0.0.05"}, "is not a valid IPv4 address (four numbers 0 to 255, without leading zeros"),
+    ({"server_address": "fd00::g"}, "server_address='fd00::g' is not a valid IPv6 address"),
+    ({"server_address": "fe80::1%eth0"}, "is a scoped IPv6 address"),
+    ({"server_address": "[lic.example.com]"}, "brackets are only for an IPv6 address"),
+    ({"server_address": "lic example.com"}, "contains white space"),
+    ({"server_address": "lïc.example.com"}, "contains the characters 'ï'"),
     ({"server_address": ""}, "server_address is empty; to take the key out of gridd.conf list it in remove"),
-    ({"server_address": " lic"}, "has leading or trailing spaces"),
-    ({"server_port": 0}, "server_port=0 is out of range: it must be between 1 and 65535 (a TCP port)"),
+    ({"server_address": " lic"}, "has leading or trailing white space"),
+    ({"server_address": 10}, "server_address=10 is not a host name or IP address"),
+    # ports and minutes
+    ({"server_port": 0}, "server_port=0 is out of range: it must be a whole number from 1 to 65535 (a TCP port)"),
     ({"server_port": 65536}, "server_port=65536 is out of range"),
-    ({"backup_server_port": "70x"}, "backup_server_port='70x' is not a whole number between 1 and 65535"),
+    ({"server_port": "abc"}, "server_port='abc' is not a whole number from 1 to 65535 (a TCP port)"),
+    ({"backup_server_port": "70x"}, "backup_server_port='70x' is not a whole number from 1 to 65535"),
+    ({"proxy_server_port": "-1"}, "proxy_server_port='-1' is not a whole number"),
     ({"proxy_server_port": True}, "proxy_server_port=True is not a whole number"),
-    ({"feature_type": 3}, "feature_type=3 is reserved by NVIDIA"),
-    ({"feature_type": "grid"}, "feature_type='grid' is not a FeatureType; valid values: 0 (unlicensed state"),
+    ({"proxy_server_port": 3128.5}, "proxy_server_port=3128.5 is not a whole number"),
+    ({"license_interval": 5}, "license_interval=5 is out of range: it must be a whole number from 10 to 10080 "
+                              "minutes"),
+    ({"license_interval": 10081}, "license_interval=10081 is out of range"),
+    ({"linger_interval": 10081}, "linger_interval=10081 is out of range: it must be a whole number from 0 to 10080 "
+                                 "minutes"),
+    # FeatureType
+    ({"feature_type": 3}, "feature_type=3 is not a FeatureType NVIDIA documents (gridd.conf.template: 'All other "
+                          "values reserved'); valid values: 0 ("),
+    ({"feature_type": 5}, "feature_type=5 is not a FeatureType NVIDIA documents"),
+    ({"feature_type": "x"}, "feature_type='x' is not a FeatureType; valid values: 0 (unlicensed state on a vGPU"),
+    ({"feature_type": "grid"}, "feature_type='grid' is not a FeatureType"),
     ({"feature_type": True}, "feature_type=True is not a FeatureType"),
-    ({"enable_ui": "maybe"}, "enable_ui='maybe' is not a boolean (true or false)"),
-    ({"license_interval": 5}, "license_interval=5 is out of range: it must be between 10 and 10080 minutes"),
-    ({"linger_interval": 10081}, "linger_interval=10081 is out of range: it must be between 0 and 10080 minutes"),
+    ({"feature_type": 1.0}, "feature_type=1.0 is not a FeatureType"),
+    # booleans: the options take true/false (Ansible turns yes/no into those before the module runs)
+    ({"enable_ui": "maybe"}, "enable_ui='maybe' is not a boolean gridd.conf takes: give true or false (written "
+                             "EnableUI=TRUE or EnableUI=FALSE"),
+    ({"enable_ui": "yes"}, "enable_ui='yes' is not a boolean gridd.conf takes"),
+    ({"enable_ui": "1"}, "enable_ui='1' is not a boolean gridd.conf takes"),
+    # paths
     ({"client_config_token_path": "etc/tokens"}, "client_config_token_path='etc/tokens' is not an absolute path"),
     ({"client_config_token_path": "/etc/my tokens"}, "contains white space"),
-    ({"proxy_user_name": 'admin"'}, "proxy_user_name='admin\"' contains a double quote"),
-    ({"proxy_user_name": "adm\x07in"}, "contains a control character"),
+    # combinations
     ({"server_address": "a.example.com", "remove": ["server_address"]},
      "server_address is both set (to 'a.example.com') and listed in remove"),
     ({"server_port": 7070, "remove": ["server_address"]}, "server_port is set but server_address is listed in remove"),
@@ -204,12 +440,38 @@ def test_good_hosts(host):
     assert _gridd.validate_host("server_address", host)
 
 
-@pytest.mark.parametrize("name", ["../x.tok", "a/b.tok", "a\\b.tok", ".hidden.tok", "token.txt", "", "x..tok",
-                                  "tok en.tok"])
-def test_bad_token_names(name):
+@pytest.mark.parametrize(("name", "message"), [
+    ("../x.tok", "contains a path separator"),
+    ("a/b.tok", "contains a path separator"),
+    ("a\\b.tok", "contains a path separator"),
+    ("/etc/nvidia/ClientConfigToken/t.tok", "contains a path separator"),
+    ("..", "contains '..'"),
+    ("x..tok", "contains '..'"),
+    ("", "is empty or not text"),
+    (None, "is empty or not text"),
+    (".hidden.tok", "starts with '.' (a hidden file)"),
+    (".tok", "starts with '.'"),
+    ("token.txt", "does not end in .tok (lower case)"),
+    ("token.TOK", "does not end in .tok (lower case)"),
+    ("token.tok.bak", "does not end in .tok"),
+    ("client_configuration_token", "does not end in .tok"),
+    ("tok en.tok", "contains ' '"),
+    ("tök.tok", "contains 'ö'"),
+    ("t" * 252 + ".tok", "a file name has at most 255"),
+])
+def test_bad_token_names(name, message):
     with pytest.raises(_gridd.GriddError) as err:
         _gridd.validate_token_name(name)
-    assert "must be a plain file name ending in .tok" in str(err.value)
+    text = str(err.value)
+    assert text.startswith(f"token_name={name!r}" if len(str(name)) < 200 else "token_name is 256 characters")
+    assert message in text and "ends in .tok, for example client_configuration_token.tok" in text \
+        or "at most 255" in text
+
+
+@pytest.mark.parametrize("name", ["client_configuration_token.tok", "client_configuration_token_03-28-2023-16-16-36.tok",
+                                  "A.tok", "t" * 251 + ".tok"])
+def test_good_token_names(name):
+    assert _gridd.validate_token_name(name) == name
 
 
 def test_token_content_errors_never_contain_the_token():
@@ -283,6 +545,26 @@ def test_nvidia_smi_license_section_is_read():
     unlicensed = _gridd.parse_smi_query(SMI.replace("Licensed (Expiry: 2022-5-27 0:8:28 GMT)",
                                                     "Unlicensed (Restricted)"))
     assert unlicensed[0]["licensed"] is False and unlicensed[0]["expiry"] is None
+
+
+@pytest.mark.parametrize(("status", "licensed", "expiry"), [
+    ("Licensed (Expiry: 2024-8-15 0:0:0 GMT)", True, "2024-08-15T00:00:00Z"),
+    ("Licensed", True, None),
+    ("Unlicensed (Unrestricted)", False, None),
+    ("Unlicensed (Restricted)", False, None),
+    ("Unlicensed", False, None),
+])
+def test_nvidia_smi_license_status_texts(status, licensed, expiry):
+    gpu = _gridd.parse_smi_query(SMI.replace("Licensed (Expiry: 2022-5-27 0:8:28 GMT)", status))[0]
+    assert (gpu["licensed"], gpu["expiry"]) == (licensed, expiry)
+
+
+def test_nvidia_smi_of_older_drivers_names_the_section_grid_licensed_product():
+    old = SMI.replace("vGPU Software Licensed Product", "GRID Licensed Product").replace(
+        "NVIDIA Virtual Compute Server\n        License", "GRID Virtual Workstation\n        License").replace(
+        "Licensed (Expiry: 2022-5-27 0:8:28 GMT)", "Licensed")
+    gpu = _gridd.parse_smi_query(old)[0]
+    assert gpu["license_supported"] and gpu["licensed"] and gpu["feature"] == "GRID Virtual Workstation"
 
 
 def test_summary_needs_every_licensable_gpu():

@@ -161,8 +161,14 @@ def test_bad_token_is_reported_by_the_daemon(guest):
     ({"server_address": "lic.example.com\nFeatureType=2"},
      "server_address='lic.example.com\\nFeatureType=2' contains a newline"),
     ({"server_port": 70000}, "server_port=70000 is out of range"),
-    ({"feature_type": 3}, "feature_type=3 is reserved by NVIDIA"),
-    ({"token_name": "../../etc/shadow.tok"}, "token_name='../../etc/shadow.tok' must be a plain file name"),
+    ({"feature_type": 3}, "feature_type=3 is not a FeatureType NVIDIA documents"),
+    ({"feature_type": "x"}, "feature_type='x' is not a FeatureType; valid values: 0 ("),
+    ({"server_address": "https://dls.example.com/request"}, "is a URL; give only the host name or IP address"),
+    ({"server_address": "dls_1.example.com"}, "contains an underscore"),
+    ({"server_port": 0}, "server_port=0 is out of range: it must be a whole number from 1 to 65535"),
+    ({"token_name": "../../etc/shadow.tok"}, "token_name='../../etc/shadow.tok' contains a path separator"),
+    ({"token_name": "token.txt"}, "token_name='token.txt' does not end in .tok"),
+    ({"token_name": ""}, "token_name='' is empty or not text"),
     ({"timeout": -1}, "timeout=-1 is out of range"),
     ({"token_content": None, "token_src": "x.tok"}, "token_src is read on the controller"),
 ])
@@ -201,6 +207,53 @@ def test_existing_file_keeps_comments_and_backup(guest):
     with open(guest.conf) as fh:
         assert fh.read() == (f"# site settings\nFeatureType=1\nLoggingLevel=2\nClientConfigTokenPath={guest.tokens}\n")
     assert result["config_changes"] == ["FeatureType: 0 -> 1", f"ClientConfigTokenPath: (unset) -> {guest.tokens}"]
+
+
+def test_real_world_file_bytes_are_kept(guest):
+    """A Notepad-saved file (BOM, CRLF, a Latin-1 comment, no final newline): only the managed line changes."""
+    os.makedirs(os.path.dirname(guest.conf))
+    old = b"\xef\xbb\xbf# ge\xe4ndert von Hand\r\nFeatureType=0\r\nIgnoreSP=FALSE\r\nEnableUI=FALSE \r\n" \
+          b"ClientConfigTokenPath=" + guest.tokens.encode() + b"\r\nLoggingLevel=2"
+    with open(guest.conf, "wb") as fh:
+        fh.write(old)
+    result, failed = guest.run(restart=False, wait=False)
+    assert not failed, result["msg"]
+    with open(guest.conf, "rb") as fh:
+        assert fh.read() == old.replace(b"FeatureType=0\r\n", b"FeatureType=1\r\n")
+    assert result["config_changes"] == ["FeatureType: 0 -> 1"]
+    assert guest.run(restart=False, wait=False)[0]["changed"] is False
+
+
+def test_utf16_file_is_refused(guest):
+    os.makedirs(os.path.dirname(guest.conf))
+    with open(guest.conf, "wb") as fh:
+        fh.write("FeatureType=1\r\n".encode("utf-16"))
+    result, failed = guest.run(restart=False, wait=False)
+    assert failed and "contains NUL bytes (it looks like UTF-16" in result["msg"] and restarts(guest) == 0
+
+
+def test_symlinked_gridd_conf_is_edited_through_the_link(guest, tmp_path):
+    real = tmp_path / "real-gridd.conf"
+    real.write_text("FeatureType=0\n")
+    os.makedirs(os.path.dirname(guest.conf))
+    os.symlink(real, guest.conf)
+    result, failed = guest.run(restart=False, wait=False)
+    assert not failed and os.path.islink(guest.conf)
+    assert real.read_text() == f"FeatureType=1\nClientConfigTokenPath={guest.tokens}\n"
+
+
+def test_repeated_unmanaged_keys_warn(guest):
+    os.makedirs(os.path.dirname(guest.conf))
+    with open(guest.conf, "w") as fh:
+        fh.write("FeatureType=2\nIgnoreSP=FALSE\nFeatureType=4\nIgnoreSP=TRUE\n")
+    result, failed = guest.run(restart=False, wait=False)
+    assert not failed
+    with open(guest.conf) as fh:
+        assert fh.read().count("FeatureType=") == 1            # managed: one line left
+    assert [w for w in guest.warnings if "more than one line" in w] == [
+        f"{guest.conf} sets IgnoreSP on more than one line (line 2: 'FALSE', line 4: 'TRUE'); NVIDIA does not "
+        "document which one nvidia-gridd uses (this module reads the first). Remove the extra lines, or manage the "
+        "key with this module, which keeps one"]
 
 
 def test_physical_feature_type_on_a_vgpu_warns(guest):
