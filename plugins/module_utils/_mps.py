@@ -10,16 +10,21 @@ Pure functions, no I/O: the daemon's replies come in as text, the GPUs as plain 
 The control interface, as NVIDIA documents it (MPS documentation, "Legacy MPS v2 Interface",
 https://docs.nvidia.com/deploy/mps/mpsv2-interface.html, and nvidia-cuda-mps-control(1)):
 
-* The binary takes only ``-d`` (daemon in the background) or ``-f`` (foreground); every other
-  command goes to the running daemon on stdin: ``echo quit | nvidia-cuda-mps-control``.
+* The binary takes ``-d`` (daemon in the background) or ``-f`` (foreground) (and ``-v``, ``-S``); every
+  other command goes to the running daemon on stdin: ``echo quit | nvidia-cuda-mps-control``.
 * ``set_default_active_thread_percentage <percentage>`` / ``get_default_active_thread_percentage``;
-  the reply is a float (``25.0``, NVIDIA GPU Operator docs), hence :func:`parse_percentage_reply`.
+  the reply is a float (``25.0``; a daemon set to 12 by NVIDIA's k8s-device-plugin answers ``12.0``),
+  hence :func:`parse_percentage_reply`.
 * ``set_default_device_pinned_mem_limit <dev> <value>``: "The value must be in the form of an
-  integer followed by a qualifier, either G or M"; ``get_default_device_pinned_mem_limit <dev>``
-  replies in that form (``3G``).  ``dev`` is an ordinal or a UUID and is "not validated"; limits are
-  kept per identifier.  Each daemon here sees exactly one device (``CUDA_VISIBLE_DEVICES=<UUID>``),
-  which is ordinal ``0`` for it; limits are set by ordinal, as NVIDIA's k8s-device-plugin does
-  (NVIDIA/k8s-device-plugin#572: limits set by UUID were not applied).
+  integer followed by a qualifier, either G or M", G being 1024 M.  ``get_default_device_pinned_mem_limit
+  <dev>`` does not echo what was set: real daemons answer ``5G`` for a limit set as ``5120M`` (a
+  k8s-device-plugin deployment) and ``1G`` for ``1044M`` (a capture on driver 595.91.07): limits of 1 GiB
+  and more are reported in whole GiB, rounded down.  :func:`as_reported` is that precision; plans compare
+  at it, so a limit such as ``1536M`` is set once and then reads back as ``1G`` without a change every run.
+* ``dev`` is an ordinal or a UUID and "is not validated"; default limits are kept per identifier ("does
+  not translate between device UUIDs or ordinals").  Each daemon here sees exactly one device
+  (``CUDA_VISIBLE_DEVICES=<UUID>``), which is ordinal ``0`` for it; limits are set by ordinal, as NVIDIA's
+  k8s-device-plugin does (NVIDIA/k8s-device-plugin#572: limits set by UUID were not applied).
 * ``set_default_client_priority <0|1>`` / ``get_default_client_priority``: "0 [NORMAL] and
   1 [BELOW NORMAL]", "hints to the CUDA Driver, not guarantees".
 * Defaults apply to servers started later ("If there is already a server spawned, this command will
@@ -28,26 +33,39 @@ https://docs.nvidia.com/deploy/mps/mpsv2-interface.html, and nvidia-cuda-mps-con
   limits and ``set_active_thread_percentage <PID> <pct>`` / ``set_device_pinned_mem_limit <PID>
   <dev> <value>`` change them for "clients created with that server afterwards. Existing clients
   are not affected."  ``get_client_list <PID>`` prints the PIDs of a server's clients.
+* Not every driver has every command: the pinned memory limit came with CUDA 11.5, client priorities
+  later.  A setting that is not requested is read if the daemon knows it and reported as unknown
+  (``None``) otherwise, so an older daemon can still be managed for what it has.
+* ``quit`` is synchronous and waits for the servers' clients to finish; ``quit -t <seconds>`` shuts
+  servers down that still run after that time (nvidia-cuda-mps-control(1); "bare quit blocks until
+  they finish" in real teardown scripts).  The module sends ``quit -t`` only with ``force``.
 * Without a daemon the client prints ``Cannot find MPS control daemon process``.
 * The environment of the control daemon at start sets its defaults:
-  ``CUDA_MPS_ACTIVE_THREAD_PERCENTAGE``, ``CUDA_MPS_PINNED_DEVICE_MEM_LIMIT`` (``0=4G``) and
-  ``CUDA_MPS_CLIENT_PRIORITY`` ("Appendix: Environment Variables").  ``CUDA_MPS_PIPE_DIRECTORY`` holds
-  the daemon's socket ``control`` (default ``/tmp/nvidia-mps``); ``CUDA_MPS_LOG_DIRECTORY`` its
-  ``control.log`` (default ``/var/log/nvidia-mps``).  Clients need the same pipe directory and must not
-  set ``CUDA_VISIBLE_DEVICES`` ("Appendix: Common Tasks").
-* Compute mode: NVIDIA recommends ``EXCLUSIVE_PROCESS`` with MPS ("When to Use MPS", "GPU Compute
-  Modes"); it does not survive a reboot, and the driver refuses it on a MIG-enabled GPU ("Setting
-  compute mode to EXCLUSIVE_PROCESS is not supported on a MIG-enabled device", NVIDIA/DCGM#82), so
-  it is managed for whole-GPU targets only.
+  ``CUDA_MPS_ACTIVE_THREAD_PERCENTAGE``, ``CUDA_MPS_PINNED_DEVICE_MEM_LIMIT`` (``0=4G``: "the same
+  semantics as CUDA_VISIBLE_DEVICES", ``0=1G,1=512MB``) and ``CUDA_MPS_CLIENT_PRIORITY`` ("Appendix:
+  Environment Variables").  ``CUDA_MPS_PIPE_DIRECTORY`` (default ``/tmp/nvidia-mps``) holds the daemon's
+  sockets ``control`` and ``control_privileged`` (and ``control_lock``, the ``log`` FIFO and
+  ``nvidia-cuda-mps-control.pid``, as a listing of a live pipe directory shows), so the longer name
+  bounds the directory: a Unix socket path (``sun_path``) has 108 bytes with the terminating NUL.
+  ``CUDA_MPS_LOG_DIRECTORY`` holds ``control.log`` and ``server.log`` (default ``/var/log/nvidia-mps``).
+  Clients need the same pipe directory and must not set ``CUDA_VISIBLE_DEVICES`` ("Appendix: Common
+  Tasks").
+* Compute mode: NVIDIA recommends ``EXCLUSIVE_PROCESS`` with MPS ("GPU Compute Modes"); it does not
+  survive a reboot, and the driver refuses it on a MIG-enabled GPU (``nvidia-smi -c 3`` there: "Setting
+  compute mode to EXCLUSIVE_PROCESS is not supported on a MIG-enabled device. Unable to set the compute
+  mode for GPU ...: Not Supported. Treating as warning and moving on.", NVIDIA/DCGM#82), so it is
+  managed for whole-GPU targets only.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import re
 
 SOCKET_PATH_MAX = 107          # sun_path is 108 bytes including the terminating NUL (unix(7))
 CONTROL_SOCKET = "control"
+SOCKET_NAMES = ("control", "control_privileged")   # the daemon listens on both, in the pipe directory
 DEVICE = "0"                   # the one device a per-target daemon sees
 DEFAULT_PIPE_DIRECTORY = "/run/nvidia-mps/{name}"
 DEFAULT_LOG_DIRECTORY = "/var/log/nvidia-mps/{name}"
@@ -71,23 +89,39 @@ def parse_size(value, what: str = "default_device_pinned_mem_limit") -> int:
     text = str(value)
     m = _SIZE.match(text)
     unit = m.group(2).upper() if m else ""
+    if m and unit in _UNITS and int(m.group(1)) == 0 or re.match(r"^\s*0+\s*$", text):
+        raise MpsError(f"{what}={text!r} must be more than 0; to have no limit, leave it unset")
+    if re.match(r"^\s*-", text):
+        raise MpsError(f"{what}={text!r} must be more than 0: a limit is a positive size such as 4G or 4096M; "
+                       f"to have no limit, leave it unset")
     if not m or unit not in _UNITS:
         hint = ""
+        fraction = re.match(r"^\s*(\d+)[.,](\d+)\s*([A-Za-z]*)\s*$", text)
         if m and not unit:
             hint = f" (a number without a unit is ambiguous: did you mean {text.strip()}M?)"
-        elif re.match(r"^\s*\d+[.,]\d+", text):
-            hint = " (use whole numbers: 1536M instead of 1.5G)"
+        elif fraction and fraction.group(3).upper() in _UNITS:
+            mib = float(f"{fraction.group(1)}.{fraction.group(2)}") * _UNITS[fraction.group(3).upper()]
+            hint = (f" (use whole numbers: {int(mib)}M instead of {text.strip()})" if mib.is_integer()
+                    else " (use whole numbers of M or G: the daemon takes no fractions)")
         raise MpsError(f"{what}={text!r} is not a memory size{hint}; give an integer with a unit: "
                        f"M, MB or MiB, G, GB or GiB (binary units), for example 4G or 4096M")
-    mib = int(m.group(1)) * _UNITS[unit]
-    if mib <= 0:
-        raise MpsError(f"{what}={text!r} must be more than 0; to have no limit, leave it unset")
-    return mib
+    return int(m.group(1)) * _UNITS[unit]
 
 
 def format_size(mib: int) -> str:
     """MiB -> the daemon's form: an integer followed by G or M (``4096`` -> ``4G``, ``1536`` -> ``1536M``)."""
     return f"{mib // 1024}G" if mib % 1024 == 0 else f"{mib}M"
+
+
+def as_reported(mib: int | None) -> int | None:
+    """What the daemon answers for a limit of ``mib``, in MiB: whole GiB (rounded down) from 1 GiB on."""
+    if mib is None:
+        return None
+    return mib - mib % 1024 if mib >= 1024 else mib
+
+
+def exactly_reported(mib: int | None) -> bool:
+    return mib is None or as_reported(mib) == mib
 
 
 def human_size(mib: int | None) -> str:
@@ -156,13 +190,12 @@ def parse_priority_reply(text: str, command: str = "get_default_client_priority"
 
 
 def parse_pid_list(text: str, command: str = "get_server_list") -> list[int]:
+    """PIDs, one a line (or separated by blanks on one line); an empty reply is no PIDs."""
     pids = []
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        if not line.strip().isdigit():
-            raise ReplyError(f"{command}: {line.strip()!r} is not a PID")
-        pids.append(int(line))
+    for word in text.split():
+        if not word.isdigit():
+            raise ReplyError(f"{command}: {word!r} is not a PID")
+        pids.append(int(word))
     return pids
 
 
@@ -269,11 +302,13 @@ def assign_directories(targets: list[dict], pipe_template: str, log_template: st
         pipe = expand_directory(pipe_template, target, "pipe_directory")
         log = expand_directory(log_template, target, "log_directory")
         socket_path = pipe + "/" + CONTROL_SOCKET
-        size = len(socket_path.encode())
+        longest = pipe + "/" + max(SOCKET_NAMES, key=len)
+        size = len(longest.encode())
         if size > SOCKET_PATH_MAX:
-            raise MpsError(f"pipe_directory {pipe!r} of {target['name']} is too long: the daemon's socket {socket_path!r} "
+            raise MpsError(f"pipe_directory {pipe!r} of {target['name']} is too long: the daemon's socket {longest!r} "
                            f"is {size} bytes and a Unix socket path can have at most {SOCKET_PATH_MAX} "
-                           f"(108 with the terminating NUL); use a shorter pipe_directory such as the default "
+                           f"(108 with the terminating NUL); use a pipe_directory of at most "
+                           f"{SOCKET_PATH_MAX - len(longest) + len(pipe)} bytes, such as the default "
                            f"{DEFAULT_PIPE_DIRECTORY!r}")
         if pipe in seen:
             raise MpsError(f"pipe_directory {pipe_template!r} gives {pipe!r} for both {seen[pipe]} and {target['name']}: "
@@ -291,6 +326,19 @@ def validate_limit_fits(targets: list[dict], limit_mib: int | None, given: str) 
         names = ", ".join(f"{t['name']} ({t['uuid']}, {human_size(t['memory_total_mib'])})" for t in too_small)
         raise MpsError(f"default_device_pinned_mem_limit={given!r} ({human_size(limit_mib)}) is more than the memory of "
                        f"{names}; give at most {format_size(smallest)}")
+
+
+def limit_warnings(limit_mib: int | None, given: str | None) -> list[str]:
+    """A limit the daemon cannot report back exactly (``1536M`` reads back as ``1G``)."""
+    if exactly_reported(limit_mib):
+        return []
+    return [f"default_device_pinned_mem_limit={given!r} ({limit_mib} MiB) is set as given, but the MPS control daemon "
+            f"reports limits of 1 GiB and more in whole GiB ({format_size(limit_mib)} reads back as "
+            f"{format_size(as_reported(limit_mib))}), so later runs can only check it to the GiB: a limit set by hand "
+            f"to another value between {format_size(as_reported(limit_mib))} and "
+            f"{format_size(as_reported(limit_mib) + 1023)} is not corrected; give a whole number of GiB "
+            f"({format_size(as_reported(limit_mib))} or {format_size(as_reported(limit_mib) + 1024)}) to have it "
+            f"checked exactly"]
 
 
 def daemon_environment(target: dict, desired: dict) -> dict:
@@ -321,12 +369,17 @@ def started_with(desired: dict) -> dict:
     return {"running": True, "servers": [], "defaults": {
         "active_thread_percentage": float(desired["active_thread_percentage"])
         if desired.get("active_thread_percentage") is not None else 100.0,
-        "device_pinned_mem_limit_mib": desired.get("device_pinned_mem_limit_mib"),
+        "device_pinned_mem_limit_mib": as_reported(desired.get("device_pinned_mem_limit_mib")),
         "client_priority": desired["client_priority"] if desired.get("client_priority") is not None else 0}}
 
 
 def _op(name: str, *args, text: str) -> dict:
     return {"op": name, "args": list(args), "text": text}
+
+
+def quit_grace(timeout) -> int:
+    """``quit -t`` takes whole seconds."""
+    return max(0, math.ceil(float(timeout)))
 
 
 def command(op: dict) -> str:
@@ -335,11 +388,18 @@ def command(op: dict) -> str:
         return f"set_default_device_pinned_mem_limit {DEVICE} {op['args'][0]}"
     if op["op"] == "set_device_pinned_mem_limit":
         return f"set_device_pinned_mem_limit {op['args'][0]} {DEVICE} {op['args'][1]}"
+    if op["op"] == "quit" and op["args"]:
+        return f"quit -t {op['args'][0]}"
     return " ".join([op["op"], *(str(a) for a in op["args"])])
 
 
 def _differs(current, wanted) -> bool:
     return wanted is not None and current != wanted
+
+
+def _limit_differs(current, wanted) -> bool:
+    """Compared at the precision the daemon reports (whole GiB from 1 GiB on)."""
+    return wanted is not None and current != as_reported(wanted)
 
 
 def plan_target(target: dict, observed: dict, desired: dict, options: dict) -> dict:
@@ -361,8 +421,14 @@ def plan_target(target: dict, observed: dict, desired: dict, options: dict) -> d
             if busy and not options.get("force"):
                 raise MpsError(f"{name}: the MPS daemon has servers with connected clients ("
                                + "; ".join(f"server {p}: clients {', '.join(map(str, c))}" for p, c in busy.items())
-                               + "); stopping it would cut them off: stop the clients first or set force: true")
-            ops.append(_op("quit", text=f"{name}: quit the MPS control daemon ({target['control_socket']})"))
+                               + "); quit would wait until they finish: stop the clients first, or set force: true "
+                               "to give them timeout seconds and then shut their servers down (quit -t)")
+            if options.get("force"):
+                grace = quit_grace(options.get("timeout", 10.0))
+                ops.append(_op("quit", grace, text=f"{name}: quit the MPS control daemon ({target['control_socket']}); "
+                                                   f"servers still running after {grace} s are shut down"))
+            else:
+                ops.append(_op("quit", text=f"{name}: quit the MPS control daemon ({target['control_socket']})"))
             after = not_running()
         if target["kind"] == "gpu" and want_mode == "default" and target.get("compute_mode") != "default":
             ops.append(_op("compute_mode", "default", text=f"{name}: set compute mode of GPU "
@@ -392,11 +458,11 @@ def plan_target(target: dict, observed: dict, desired: dict, options: dict) -> d
                             f" -> {pct}"))
         after["defaults"]["active_thread_percentage"] = float(pct)
     limit = desired.get("device_pinned_mem_limit_mib")
-    if _differs(current["device_pinned_mem_limit_mib"], limit):
+    if _limit_differs(current["device_pinned_mem_limit_mib"], limit):
         ops.append(_op("set_default_device_pinned_mem_limit", format_size(limit),
                        text=f"{name}: default device pinned memory limit "
                             f"{human_size(current['device_pinned_mem_limit_mib'])} -> {human_size(limit)}"))
-        after["defaults"]["device_pinned_mem_limit_mib"] = limit
+        after["defaults"]["device_pinned_mem_limit_mib"] = as_reported(limit)
     priority = desired.get("client_priority")
     if _differs(current["client_priority"], priority):
         ops.append(_op("set_default_client_priority", priority,
@@ -425,7 +491,7 @@ def plan_target(target: dict, observed: dict, desired: dict, options: dict) -> d
             ops.append(_op("set_device_pinned_mem_limit", server["pid"], format_size(limit),
                            text=f"{name}: server {server['pid']} device pinned memory limit "
                                 f"{human_size(server['device_pinned_mem_limit_mib'])} -> {human_size(limit)}"))
-            server_after["device_pinned_mem_limit_mib"] = limit
+            server_after["device_pinned_mem_limit_mib"] = as_reported(limit)
         # clients connected before keep the limits they got: they must reconnect
         restart_required = restart_required or bool(server["clients"])
     return {"operations": ops, "after": after, "restart_required": restart_required, "compute_mode_after": mode_after}
@@ -436,7 +502,7 @@ def stale_settings(server: dict, desired: dict) -> list[str]:
     pct = desired.get("active_thread_percentage")
     if pct is not None and server["active_thread_percentage"] != float(pct):
         stale.append("active_thread_percentage")
-    if _differs(server["device_pinned_mem_limit_mib"], desired.get("device_pinned_mem_limit_mib")):
+    if _limit_differs(server["device_pinned_mem_limit_mib"], desired.get("device_pinned_mem_limit_mib")):
         stale.append("device_pinned_mem_limit")
     return stale
 
@@ -457,7 +523,7 @@ def describe(target: dict, observed: dict, compute_mode: str | None) -> str:
         lines += ["  daemon: running",
                   f"  default_active_thread_percentage: {_show_pct(d['active_thread_percentage'])}",
                   f"  default_device_pinned_mem_limit: {human_size(d['device_pinned_mem_limit_mib'])}",
-                  f"  default_client_priority: {d['client_priority']}"]
+                  f"  default_client_priority: {'unknown' if d['client_priority'] is None else d['client_priority']}"]
         for server in observed["servers"]:
             lines.append(f"  server {server['pid']}: active_thread_percentage "
                          f"{_show_pct(server['active_thread_percentage'])}, device_pinned_mem_limit "

@@ -55,46 +55,60 @@ class Control:
                               f"{'; '.join(commands)}: {(err or out).strip()}")
         return out
 
-    def query(self, commands: list[tuple[str, object]]) -> list:
+    def query(self, commands: list[tuple]) -> list:
         """Ask several questions at once: every reply but the last is one line (checked by its parser).
 
-        The client takes any number of commands on stdin and prints the replies one after the other;
-        if the batch cannot be split unambiguously, each command is asked on its own.
+        ``commands`` are ``(command, parser)`` or ``(command, parser, optional)``.  The client takes any
+        number of commands on stdin and prints the replies one after the other; if the batch cannot be
+        split unambiguously, or fails, each command is asked on its own.  An optional command that the
+        daemon does not answer as expected (a command an older driver does not have) gives ``None``.
         """
-        text = self._send([command for command, _parse in commands])
-        lines = text.splitlines(keepends=True)
         try:
-            values = [parse(lines[i] if i < len(lines) else "", cmd) for i, (cmd, parse) in enumerate(commands[:-1])]
-            last_cmd, last_parse = commands[-1]
-            values.append(last_parse("".join(lines[len(commands) - 1:]), last_cmd))
+            text = self._send([c[0] for c in commands])
+            lines = text.splitlines(keepends=True)
+            values = [c[1](lines[i] if i < len(lines) else "", c[0]) for i, c in enumerate(commands[:-1])]
+            values.append(commands[-1][1]("".join(lines[len(commands) - 1:]), commands[-1][0]))
             return values
-        except _mps.ReplyError:
+        except (_mps.ReplyError, DaemonError):
             pass
         values = []
-        for cmd, parse in commands:
-            reply = self._send([cmd])
+        for cmd, parse, *optional in commands:
             try:
-                values.append(parse(reply, cmd))
-            except _mps.ReplyError as exc:
-                raise DaemonError(f"{self.target['name']}: unexpected reply from the MPS control daemon: {exc}") \
-                    from None
+                values.append(parse(self._send([cmd]), cmd))
+            except (_mps.ReplyError, DaemonError) as exc:
+                if optional and optional[0]:
+                    values.append(None)
+                    continue
+                if isinstance(exc, DaemonError):
+                    raise
+                raise DaemonError(f"{self.target['name']}: unexpected reply from the MPS control daemon: {exc} (if "
+                                  f"this driver's nvidia-cuda-mps-control lacks the command, it cannot manage this "
+                                  f"setting)") from None
         return values
 
-    def observe(self) -> dict:
+    def observe(self, desired: dict | None = None) -> dict:
+        """The daemon's defaults and servers; settings not in ``desired`` may be unknown (``None``)."""
+        desired = desired or {}
+
+        def optional(key):
+            return desired.get(key) is None
+
         if not os.path.exists(self.target["control_socket"]):
             return _mps.not_running()
         try:
             pct, limit, priority, servers = self.query([
                 ("get_default_active_thread_percentage", _mps.parse_percentage_reply),
-                (f"get_default_device_pinned_mem_limit {_mps.DEVICE}", _mps.parse_limit_reply),
-                ("get_default_client_priority", _mps.parse_priority_reply),
+                (f"get_default_device_pinned_mem_limit {_mps.DEVICE}", _mps.parse_limit_reply,
+                 optional("device_pinned_mem_limit_mib")),
+                ("get_default_client_priority", _mps.parse_priority_reply, optional("client_priority")),
                 ("get_server_list", _mps.parse_pid_list)])
             observed = {"running": True, "servers": [], "defaults": {
                 "active_thread_percentage": pct, "device_pinned_mem_limit_mib": limit, "client_priority": priority}}
             for pid in servers:
                 s_pct, s_limit, clients = self.query([
                     (f"get_active_thread_percentage {pid}", _mps.parse_percentage_reply),
-                    (f"get_device_pinned_mem_limit {pid} {_mps.DEVICE}", _mps.parse_limit_reply),
+                    (f"get_device_pinned_mem_limit {pid} {_mps.DEVICE}", _mps.parse_limit_reply,
+                     optional("device_pinned_mem_limit_mib")),
                     (f"get_client_list {pid}", _mps.parse_pid_list)])
                 observed["servers"].append({"pid": pid, "active_thread_percentage": s_pct,
                                             "device_pinned_mem_limit_mib": s_limit, "clients": clients})
@@ -111,8 +125,9 @@ class Control:
             if reply.strip():   # set commands answer nothing when they succeed
                 raise DaemonError(f"{self.target['name']}: the MPS control daemon refused "
                                   f"{'; '.join(commands)}: {reply.strip()}")
-        if any(op["op"] == "quit" for op in ops):
-            self.quit(timeout)
+        quits = [op for op in ops if op["op"] == "quit"]
+        if quits:
+            self.quit(timeout, grace=quits[0]["args"][0] if quits[0]["args"] else None)
 
     def start(self, desired: dict) -> None:
         for key in ("pipe_directory", "log_directory"):
@@ -123,9 +138,11 @@ class Control:
             raise DaemonError(f"{self.target['name']}: nvidia-cuda-mps-control -d failed (rc={rc}): "
                               f"{(err or out).strip() or 'no output'}; see {self.target['log_directory']}/control.log")
 
-    def quit(self, timeout: float) -> None:
+    def quit(self, timeout: float, grace: int | None = None) -> None:
+        """``quit`` (waits for the servers' clients to finish), or ``quit -t grace``: servers still running
+        after ``grace`` seconds are shut down.  Either way the client returns once the daemon is exiting."""
         try:
-            self._send(["quit"])
+            self._send(["quit" if grace is None else f"quit -t {grace}"])
         except ConnectionError:
             return
         deadline = time.monotonic() + timeout

@@ -14,18 +14,24 @@ description:
     each with its own pipe and log directory and C(CUDA_VISIBLE_DEVICES) set to the target's UUID.
   - Reads the live settings of each daemon through its control interface (C(nvidia-cuda-mps-control) with commands
     on stdin) and changes only those that differ from the requested ones. Percentages come back from the daemon as
-    floats and memory limits in the daemon's own units; both are normalised before comparing, so a second run reports
+    floats (C(25.0)) and memory limits in the daemon's own units, limits of 1 GiB and more in whole GiB rounded down
+    (C(5120M) reads back as C(5G), C(1536M) as C(1G)); both are compared at that precision, so a second run reports
     no change.
+  - Settings that are not requested are reported as the daemon has them, or as V(null) where the daemon does not know
+    the command (drivers before CUDA 11.5 have no memory limit; client priorities came later).
   - Daemon defaults apply to MPS servers started later. A server that is already running with other limits is
     reported in RV(restart_required) and left alone unless O(restart_servers=true).
   - Sets the compute mode of whole-GPU targets to C(EXCLUSIVE_PROCESS) (NVIDIA's recommendation for MPS); compute mode
-    does not survive a reboot. The driver refuses compute modes on MIG-enabled GPUs, so MIG targets have none.
+    does not survive a reboot. The driver refuses C(EXCLUSIVE_PROCESS) on a MIG-enabled GPU (C(nvidia-smi -c) reports
+    Not Supported and moves on), and a MIG device has no compute mode of its own, so MIG targets have none.
   - "Who runs the daemons: with O(manage_daemon=false) (the default) the module expects them running, as the
     P(gpuops.sharing.mps#role) role's systemd units (C(nvidia-mps@<target>.service)) run them, and manages their
     settings only. With O(manage_daemon=true) it also starts missing daemons itself (C(nvidia-cuda-mps-control -d)
     with the limits in the environment), for hosts without systemd; such daemons are not restarted after a crash or
     a reboot."
-  - O(state=absent) stops the daemons (the C(quit) command); not while clients are connected, unless O(force=true).
+  - O(state=absent) stops the daemons with the C(quit) command, which waits until the servers' clients have finished;
+    so it is refused while clients are connected, unless O(force=true), which sends C(quit -t <timeout>) instead;
+    servers still running after O(timeout) seconds are then shut down and their clients fail.
 extends_documentation_fragment:
   - gpuops.sharing._attributes
   - gpuops.sharing._attributes.NVML
@@ -61,7 +67,8 @@ options:
       - The daemon's C(CUDA_MPS_PIPE_DIRECTORY), where its control socket C(control) is; clients use the same one.
       - C({name}), C({uuid}) and C({gpu}) are replaced with the target's name, UUID and GPU index; with more than one
         target it must contain one of them.
-      - The socket path C(<pipe_directory>/control) must fit a Unix socket path (at most 107 bytes).
+      - The daemon's sockets C(<pipe_directory>/control) and C(<pipe_directory>/control_privileged) must fit a Unix
+        socket path (at most 107 bytes, 108 with the terminating NUL), so the directory can have at most 88 bytes.
     type: str
     default: /run/nvidia-mps/{name}
   log_directory:
@@ -79,7 +86,11 @@ options:
   default_device_pinned_mem_limit:
     description:
       - The device memory each MPS client may allocate on the target (C(set_default_device_pinned_mem_limit)), for
-        example V(4G), V(4GiB) or V(4096M); units are binary (G = 1024 M). More than the target's memory is an error.
+        example V(4G), V(4GiB) or V(4096M), a whole number with a unit M, MB, MiB, G, GB, GiB (or T, TB, TiB); units are
+        binary (G = 1024 M), as the daemon's. V(0), negative sizes, fractions such as V(4.5G) (give V(4608M)) and sizes
+        without a unit are refused, and so is more than the target's memory.
+      - The daemon reports limits of 1 GiB and more in whole GiB, so a limit such as V(1536M) is set as given but can
+        only be checked to the GiB later (the module warns); whole GiB are checked exactly.
       - Not managed when not given.
     type: str
   default_client_priority:
@@ -117,11 +128,15 @@ options:
   force:
     description:
       - Allow O(restart_servers) on servers with connected clients, and O(state=absent) on daemons with connected
-        clients (they lose their MPS server).
+        clients; the daemon is then stopped with C(quit -t <timeout>), so servers whose clients have not finished after
+        O(timeout) seconds are shut down and those clients fail.
     type: bool
     default: false
   timeout:
-    description: Seconds to wait for a daemon to stop after C(quit).
+    description:
+      - Seconds to wait for a daemon to stop after C(quit).
+      - With O(force=true) and O(state=absent), also the time connected clients get to finish before their servers are
+        shut down (C(quit -t), whole seconds, rounded up).
     type: float
     default: 10.0
 notes:
@@ -229,8 +244,9 @@ targets:
       description: Whether the daemon runs (after the change; predicted in check mode).
       type: bool
     settings:
-      description: The daemon's defaults C(active_thread_percentage), C(device_pinned_mem_limit) (such as V(4G), or
-        V(null) for none) and C(client_priority); V(null) values when it does not run.
+      description: The daemon's defaults C(active_thread_percentage), C(device_pinned_mem_limit) (as the daemon reports
+        it, such as V(4G), or V(null) for none) and C(client_priority); V(null) values when it does not run, or for a
+        setting that was not requested and that the daemon does not know.
       type: dict
     servers:
       description: Running MPS servers with C(pid), C(active_thread_percentage), C(device_pinned_mem_limit),
@@ -327,7 +343,7 @@ def main() -> None:
         desired = {"active_thread_percentage": _mps.validate_percentage(p["default_active_thread_percentage"]),
                    "device_pinned_mem_limit_mib": None if limit_text is None else _mps.parse_size(limit_text),
                    "client_priority": _mps.validate_priority(p["default_client_priority"])}
-        options = {k: p[k] for k in ("state", "manage_daemon", "restart_servers", "force", "compute_mode")}
+        options = {k: p[k] for k in ("state", "manage_daemon", "restart_servers", "force", "compute_mode", "timeout")}
         with Nvml() as nv:
             targets, warnings = _mps.resolve_targets(p["targets"], _mps_host.inventory(nv))
             for warning in warnings:
@@ -335,8 +351,10 @@ def main() -> None:
             _mps.assign_directories(targets, p["pipe_directory"], p["log_directory"])
             if p["state"] == "present":
                 _mps.validate_limit_fits(targets, desired["device_pinned_mem_limit_mib"], limit_text)
+                for warning in _mps.limit_warnings(desired["device_pinned_mem_limit_mib"], limit_text):
+                    module.warn(warning)
             controls = [_mps_host.Control(run, module.get_bin_path("nvidia-cuda-mps-control"), t) for t in targets]
-            before = _mps_host.parallel(lambda c: c.observe(), controls)
+            before = _mps_host.parallel(lambda c: c.observe(desired), controls)
             plans = [_mps.plan_target(t, o, desired, options) for t, o in zip(targets, before)]   # raises first
             changed = any(plan["operations"] for plan in plans)
             after = [plan["after"] for plan in plans]
@@ -391,7 +409,7 @@ def _apply(module, nv, targets, controls, plans, desired, done) -> list[dict]:
     _mps_host.parallel(apply_one, list(zip(controls, plans)))
     if absent:
         set_modes()
-    after = _mps_host.parallel(lambda c: c.observe(), controls)
+    after = _mps_host.parallel(lambda c: c.observe(desired), controls)
     for target, plan, obs in zip(targets, plans, after):
         if not _same(obs, plan["after"]):
             raise _mps_host.DaemonError(

@@ -2,7 +2,8 @@
 
 ``nvidia-cuda-mps-control`` without options reads commands from stdin, sends them to the control
 daemon listening on ``$CUDA_MPS_PIPE_DIRECTORY/control`` (default ``/tmp/nvidia-mps``) and prints
-its replies; without a daemon it prints ``Cannot find MPS control daemon process`` and exits 1
+its replies (waiting as long as the daemon takes: ``quit`` returns when the daemon exits); without a
+daemon it prints ``Cannot find MPS control daemon process`` and exits 1
 (MPS documentation, https://docs.nvidia.com/deploy/mps/; the text as users report it, e.g.
 globus-labs/mof-generation-at-scale#29).  Kept apart from the daemon, with only ``os``, ``socket``
 and ``sys``: the real client is a small C program and starts in a few milliseconds.
@@ -23,10 +24,11 @@ def _pipe_directory(env=None) -> str:
     return env.get("CUDA_MPS_PIPE_DIRECTORY") or DEFAULT_PIPE_DIRECTORY
 
 
-def request(pipe_directory: str, text: str, timeout: float = 30.0) -> str:
+def request(pipe_directory: str, text: str, timeout: float | None = 30.0) -> str:
     """Send command lines to the daemon listening in ``pipe_directory``; returns its reply text.
 
-    Raises ConnectionError when no daemon listens there.
+    Raises ConnectionError when no daemon listens there.  ``timeout=None`` waits as long as the daemon
+    takes (``quit`` is synchronous: it returns when the daemon exits, after the clients have finished).
     """
     path = os.path.join(pipe_directory, "control")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -61,12 +63,12 @@ def client_main(stdin=None, stdout=None) -> int:
         if interactive:
             for line in stdin:
                 if line.strip():
-                    stdout.write(request(pipe, line))
+                    stdout.write(request(pipe, line, timeout=None))
                     stdout.flush()
             return 0
         text = stdin.read()
         if text.strip():
-            stdout.write(request(pipe, text))
+            stdout.write(request(pipe, text, timeout=None))
     except ConnectionError:
         print(NO_DAEMON, file=stdout)
         return 1

@@ -97,7 +97,9 @@ def test_units_verify(planned, tmp_path):
     units = tmp_path / "units"
     units.mkdir()
     template = render("nvidia-mps@.service.j2", **variables)
-    assert "ExecStop=-/bin/sh -c 'echo quit | %s'" % tools["nvidia-cuda-mps-control"] in template
+    # quit waits for the clients; -t bounds it below systemd's own stop timeout
+    assert "ExecStop=-/bin/sh -c 'echo quit -t 20 | %s'" % tools["nvidia-cuda-mps-control"] in template
+    assert "TimeoutStopSec=35" in template
     assert "Restart=on-failure" in template and "EnvironmentFile=/etc/nvidia-mps/%i.conf" in template
     for target in planned:
         unit = units / f"nvidia-mps@{target['name']}.service"

@@ -25,15 +25,37 @@ def test_parse_size(value, mib):
     ("4096", "a number without a unit is ambiguous: did you mean 4096M?"),
     ("1.5G", "use whole numbers: 1536M instead of 1.5G"),
     ("4X", "default_device_pinned_mem_limit='4X' is not a memory size"),
+    ("4.5G", "use whole numbers: 4608M instead of 4.5G"),
+    ("4,5G", "use whole numbers: 4608M instead of 4,5G"),
+    ("1.3M", "use whole numbers of M or G: the daemon takes no fractions"),
     ("G", "is not a memory size"),
-    ("-1G", "is not a memory size"),
+    ("-1G", "default_device_pinned_mem_limit='-1G' must be more than 0"),
+    ("-4096M", "must be more than 0"),
     ("0G", "must be more than 0; to have no limit, leave it unset"),
+    ("0", "default_device_pinned_mem_limit='0' must be more than 0; to have no limit, leave it unset"),
+    ("0M", "must be more than 0; to have no limit, leave it unset"),
+    ("4 PB", "is not a memory size"),
+    ("", "is not a memory size"),
 ])
 def test_bad_sizes_say_what_would_be_valid(value, message):
     with pytest.raises(_mps.MpsError) as exc:
         _mps.parse_size(value)
     assert message in str(exc.value)
     assert "4G or 4096M" in str(exc.value) or "leave it unset" in str(exc.value)
+
+
+@pytest.mark.parametrize(("mib", "reported"), [(512, 512), (1023, 1023), (1024, 1024), (1044, 1024), (1536, 1024),
+                                               (5120, 5120), (4608, 4096), (None, None)])
+def test_limits_are_compared_at_the_precision_the_daemon_reports(mib, reported):
+    # real daemons: 5120M reads back 5G, 1044M reads back 1G
+    assert _mps.as_reported(mib) == reported
+    assert _mps.exactly_reported(mib) == (mib == reported)
+
+
+def test_a_limit_that_reads_back_rounded_is_warned_about():
+    assert _mps.limit_warnings(4096, "4G") == [] and _mps.limit_warnings(900, "900M") == []
+    [warning] = _mps.limit_warnings(1536, "1536M")
+    assert "1536M reads back as 1G" in warning and "give a whole number of GiB (1G or 2G)" in warning
 
 
 @pytest.mark.parametrize(("mib", "text", "human"), [(4096, "4G", "4 GiB"), (1536, "1536M", "1536 MiB"),
@@ -81,7 +103,17 @@ def test_unexpected_replies_raise(parse, text):
 def test_pid_lists_and_no_daemon():
     assert _mps.parse_pid_list("") == []
     assert _mps.parse_pid_list("12\n13\n") == [12, 13]
+    assert _mps.parse_pid_list("30112 30119 30204\n") == [30112, 30119, 30204]
     assert _mps.is_no_daemon("Cannot find MPS control daemon process\n")
+
+
+@pytest.mark.parametrize(("text", "value"), [("5G\n", 5120), ("1G\n", 1024), ("900M\n", 900), ("12.0\n", None)])
+def test_replies_of_real_daemons(text, value):
+    # a k8s-device-plugin daemon (5120M per client, 12 % threads) answers 5G and 12.0
+    if value is None:
+        assert _mps.parse_percentage_reply(text) == 12.0
+    else:
+        assert _mps.parse_limit_reply(text) == value
 
 
 # ------------------------------------------------------------------------------------------ targets
@@ -141,12 +173,16 @@ def test_directories_defaults_and_socket_limit():
     assert targets[1]["pipe_directory"] == "/run/nvidia-mps/gpu1-mig0.0"
     assert targets[1]["control_socket"] == "/run/nvidia-mps/gpu1-mig0.0/control"
     assert targets[1]["log_directory"] == "/var/log/nvidia-mps/gpu1-mig0.0"
-    # 107 bytes fit (108 with the NUL), 108 do not
-    fits = "/" + "p" * (107 - len("/control") - 1)
+    # 107 bytes fit (108 with the NUL), 108 do not; the longest socket is <pipe>/control_privileged
+    fits = "/" + "p" * (107 - len("/control_privileged") - 1)
+    assert len(fits) == 88
     _mps.assign_directories(targets[:1], fits, "/var/log/x")
-    assert len(targets[0]["control_socket"]) == 107
-    with pytest.raises(_mps.MpsError, match="is 108 bytes and a Unix socket path can have at most 107"):
+    assert targets[0]["control_socket"] == fits + "/control"
+    with pytest.raises(_mps.MpsError) as exc:
         _mps.assign_directories(targets[:1], fits + "p", "/var/log/x")
+    assert "the daemon's socket '/%s/control_privileged' is 108 bytes and a Unix socket path can have at most 107" \
+        % ("p" * 88) in str(exc.value)
+    assert "use a pipe_directory of at most 88 bytes" in str(exc.value)
 
 
 def test_uuid_placeholder_and_shared_directory():
@@ -202,7 +238,7 @@ WANT = {"active_thread_percentage": 25, "device_pinned_mem_limit_mib": 4096, "cl
 
 
 def ops(plan):
-    return [_mps.command(op) if op["op"] not in ("start", "quit", "compute_mode") else op["op"]
+    return [_mps.command(op) if op["op"] not in ("start", "compute_mode") else op["op"]
             for op in plan["operations"]]
 
 
@@ -221,7 +257,8 @@ def ops(plan):
     (running(25.0, 4096, 1, [server(clients=[9])]), {"restart_servers": True, "force": True},
      ["set_active_thread_percentage 500 25", "set_device_pinned_mem_limit 500 0 4G"], True),
     (running(), {"state": "absent"}, ["quit"], False),
-    (running(servers=[server(clients=[9])]), {"state": "absent", "force": True}, ["quit"], False),
+    (running(servers=[server(clients=[9])]), {"state": "absent", "force": True}, ["quit -t 10"], False),
+    (running(), {"state": "absent", "force": True, "timeout": 2.5}, ["quit -t 3"], False),
     (_mps.not_running(), {"state": "absent"}, [], False),
     (_mps.not_running(), {"state": "absent", "compute_mode": "default"}, [], False),
 ])
@@ -237,7 +274,8 @@ def test_plan_table(observed, options, expected, restart):
     (running(servers=[server(clients=[9, 10])]), {"restart_servers": True},
      "MPS server 500 runs with active_thread_percentage, device_pinned_mem_limit different from the requested ones "
      "and has connected clients (9, 10)"),
-    (running(servers=[server(clients=[9])]), {"state": "absent"}, "server 500: clients 9"),
+    (running(servers=[server(clients=[9])]), {"state": "absent"},
+     "server 500: clients 9); quit would wait until they finish: stop the clients first, or set force: true"),
 ])
 def test_plan_refusals(observed, options, message):
     with pytest.raises(_mps.MpsError) as exc:
@@ -267,15 +305,15 @@ def _apply(observed: dict, plan: dict) -> dict:
         name, a = op["op"], op["args"]
         if name == "set_default_active_thread_percentage":
             state["defaults"]["active_thread_percentage"] = float(a[0])
-        elif name == "set_default_device_pinned_mem_limit":
-            state["defaults"]["device_pinned_mem_limit_mib"] = _mps.parse_limit_reply(a[0])
+        elif name == "set_default_device_pinned_mem_limit":   # read back in whole GiB from 1 GiB on
+            state["defaults"]["device_pinned_mem_limit_mib"] = _mps.as_reported(_mps.parse_limit_reply(a[0]))
         elif name == "set_default_client_priority":
             state["defaults"]["client_priority"] = a[0]
         elif name == "set_active_thread_percentage":
             next(s for s in state["servers"] if s["pid"] == a[0])["active_thread_percentage"] = float(a[1])
         elif name == "set_device_pinned_mem_limit":
             next(s for s in state["servers"] if s["pid"] == a[0])["device_pinned_mem_limit_mib"] = \
-                _mps.parse_limit_reply(a[1])
+                _mps.as_reported(_mps.parse_limit_reply(a[1]))
     return state
 
 
@@ -299,7 +337,7 @@ def test_plans_reach_the_target_and_replan_to_nothing(cur_pct, cur_limit, cur_pr
         return
     reached = _apply(observed, plan)
     assert reached == plan["after"]
-    for key, value in (("active_thread_percentage", pct), ("device_pinned_mem_limit_mib", limit),
+    for key, value in (("active_thread_percentage", pct), ("device_pinned_mem_limit_mib", _mps.as_reported(limit)),
                        ("client_priority", priority)):
         if value is not None:
             assert reached["defaults"][key] == value

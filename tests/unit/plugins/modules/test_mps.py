@@ -157,8 +157,59 @@ def test_absent_quits_and_refuses_with_clients(sim, mps_daemons, tmp_path):
     assert not os.path.exists(os.path.join(pipe(tmp_path, "gpu0"), "control"))
     result, failed = run_module(mps.main, args(tmp_path, targets=["0"], state="absent"))
     assert not failed and not result["changed"]
-    result, failed = run_module(mps.main, args(tmp_path, targets=["1"], state="absent", force=True))
+    import time
+    started = time.monotonic()
+    result, failed = run_module(mps.main, args(tmp_path, targets=["1"], state="absent", force=True, timeout=1))
     assert not failed and result["changed"]
+    assert result["operations"] == ["gpu1: quit the MPS control daemon (%s/control); servers still running after 1 s "
+                                    "are shut down" % pipe(tmp_path, "gpu1")]
+    assert time.monotonic() - started < 8          # quit -t 1: the client's server was shut down after 1 s
+    assert not os.path.exists(os.path.join(pipe(tmp_path, "gpu1"), "control"))
+    with open(os.path.join(tmp_path, "gpu1", "log", "control.log")) as fh:
+        assert "Cmd:quit -t 1" in fh.read()
+
+
+def test_plain_quit_waits_for_clients_so_absent_refuses_them(sim, mps_daemons, tmp_path):
+    sim.init("H100-SXM5-80GB", 1)
+    where = pipe(tmp_path, "gpu0")
+    mps_daemons.start(where)
+    mps_daemons.client(where, 88)
+    result, failed = run_module(mps.main, args(tmp_path, targets=["0"], state="absent"))
+    assert failed and "quit would wait until they finish" in result["msg"] and "quit -t" in result["msg"]
+    assert mps_daemons.ctl(where, "get_client_list %s" % mps_daemons.ctl(where, "get_server_list").strip()) == "88\n"
+
+
+def test_a_limit_the_daemon_rounds_is_set_once_and_warned_about(sim, mps_daemons, tmp_path, monkeypatch):
+    from ansible.module_utils.basic import AnsibleModule
+    warned = []
+    monkeypatch.setattr(AnsibleModule, "warn", lambda self, text: warned.append(text))
+    sim.init("H100-SXM5-80GB", 1)
+    where = pipe(tmp_path, "gpu0")
+    mps_daemons.start(where)
+    request = args(tmp_path, targets=["0"], default_device_pinned_mem_limit="1536M", compute_mode="unchanged")
+    first, failed = run_module(mps.main, request)
+    assert not failed, first.get("msg")
+    assert first["changed"] and first["operations"] == ["gpu0: default device pinned memory limit none -> 1536 MiB"]
+    assert first["targets"][0]["settings"]["device_pinned_mem_limit"] == "1G"     # what the daemon reports
+    assert mps_daemons.ctl(where, "get_default_device_pinned_mem_limit 0") == "1G\n"
+    assert any("1536M reads back as 1G" in w for w in warned)
+    second, failed = run_module(mps.main, request)
+    assert not failed and not second["changed"]
+    # a whole number of GiB is checked exactly: 2G is a change
+    third, failed = run_module(mps.main, {**request, "default_device_pinned_mem_limit": "2G"})
+    assert not failed and third["changed"]
+    assert mps_daemons.ctl(where, "get_default_device_pinned_mem_limit 0") == "2G\n"
+
+
+def test_a_limit_set_in_megabytes_by_another_tool_reads_back_in_gib(sim, mps_daemons, tmp_path):
+    # NVIDIA's k8s-device-plugin sets e.g. 5120M; the daemon answers 5G: the same limit, no change
+    sim.init("H100-SXM5-80GB", 1)
+    mps_daemons.start(pipe(tmp_path, "gpu0"))
+    mps_daemons.ctl(pipe(tmp_path, "gpu0"), "set_default_device_pinned_mem_limit 0 5120M")
+    result, failed = run_module(mps.main, args(tmp_path, targets=["0"], default_device_pinned_mem_limit="5G",
+                                               compute_mode="unchanged"))
+    assert not failed and not result["changed"]
+    assert result["targets"][0]["settings"]["device_pinned_mem_limit"] == "5G"
 
 
 def test_no_daemon_without_manage_daemon_says_how_to_start_it(sim, mps_daemons, tmp_path):
@@ -184,6 +235,13 @@ def test_no_daemon_without_manage_daemon_says_how_to_start_it(sim, mps_daemons, 
     ({"targets": [], "state": "present"}, "targets is empty"),
     ({"pipe_directory": "/run/mps"}, "gives '/run/mps' for both gpu0 and gpu1: each daemon needs its own"),
     ({"pipe_directory": "/run/" + "x" * 100 + "/{name}"}, "a Unix socket path can have at most 107"),
+    ({"targets": ["0"], "pipe_directory": "/" + "x" * 88}, "/control_privileged' is 108 bytes"),
+    ({"default_device_pinned_mem_limit": "0"}, "must be more than 0; to have no limit, leave it unset"),
+    ({"default_device_pinned_mem_limit": "-1G"}, "default_device_pinned_mem_limit='-1G' must be more than 0"),
+    ({"default_device_pinned_mem_limit": "4.5G"}, "4608M instead of 4.5G"),
+    ({"default_device_pinned_mem_limit": "4T", "targets": ["0"]}, "(4096 GiB) is more than the memory of gpu0"),
+    ({"default_active_thread_percentage": "25.5"}, "default_active_thread_percentage"),
+    ({"default_client_priority": -1}, "default_client_priority"),
     ({"pipe_directory": "relative/{name}"}, "must be an absolute path"),
     ({"log_directory": "/var/log/{nope}"}, "log_directory='/var/log/{nope}' cannot be expanded"),
     ({"compute_mode": "exclusive_thread"}, "value of compute_mode must be one of"),
@@ -235,3 +293,55 @@ def test_daemon_killed_leaves_socket_module_starts_a_new_one(sim, mps_daemons, t
     assert not failed and result["changed"]
     assert result["operations"][0].startswith("gpu0: start the MPS control daemon")
     assert mps_daemons.ctl(where, "get_default_client_priority") == "0\n"
+
+
+# ------------------------------------------------------------------ the control client seam, with scripted replies
+
+def _control(replies: dict, tmp_path):
+    """A Control whose nvidia-cuda-mps-control answers from ``replies`` (command -> (rc, stdout))."""
+    from ansible_collections.gpuops.sharing.plugins.module_utils import _mps, _mps_host
+    sock = tmp_path / "pipe" / "control"
+    sock.parent.mkdir()
+    sock.write_text("")
+    target = {"name": "gpu0", "control_socket": str(sock), "pipe_directory": str(sock.parent)}
+    sent = []
+
+    def run(argv, data, env):
+        commands = [c for c in (data or "").splitlines() if c]
+        sent.append(commands)
+        out, rc = "", 0
+        for command in commands:
+            code, text = replies.get(command, (0, "Unknown command\n"))
+            out, rc = out + text, max(rc, code)
+        return rc, out, ""
+    return _mps_host.Control(run, "nvidia-cuda-mps-control", target), sent, _mps
+
+
+def test_an_older_daemon_without_client_priorities_is_still_managed(tmp_path):
+    control, sent, _mps = _control({"get_default_active_thread_percentage": (0, "25.0\n"),
+                                    "get_default_device_pinned_mem_limit 0": (0, "4G\n"),
+                                    "get_server_list": (0, "")}, tmp_path)
+    observed = control.observe({"active_thread_percentage": 25, "device_pinned_mem_limit_mib": 4096,
+                                "client_priority": None})
+    assert observed["defaults"] == {"active_thread_percentage": 25.0, "device_pinned_mem_limit_mib": 4096,
+                                    "client_priority": None}
+    assert len(sent) == 5   # the batch, then each command on its own
+    assert "default_client_priority: unknown" in _mps.describe({"name": "gpu0", "uuid": "GPU-0", "kind": "mig"},
+                                                               observed, None)
+
+
+def test_a_requested_setting_the_daemon_does_not_know_fails_with_its_reply(tmp_path):
+    from ansible_collections.gpuops.sharing.plugins.module_utils import _mps_host
+    control, _sent, _mps = _control({"get_default_active_thread_percentage": (0, "25.0\n"),
+                                     "get_default_device_pinned_mem_limit 0": (0, "4G\n"),
+                                     "get_server_list": (0, "")}, tmp_path)
+    with pytest.raises(_mps_host.DaemonError) as exc:
+        control.observe({"client_priority": 1})
+    assert "get_default_client_priority: 'Unknown command' is not a client priority" in str(exc.value)
+    assert "lacks the command" in str(exc.value)
+
+
+def test_the_no_daemon_text_means_not_running(tmp_path):
+    control, _sent, _mps = _control({}, tmp_path)
+    control.run = lambda argv, data, env: (1, "Cannot find MPS control daemon process\n", "")
+    assert control.observe({}) == _mps.not_running()
