@@ -119,7 +119,7 @@ integration: venv $(TESTTREE)
 lint: venv
 	@echo "== ansible-lint (production profile), ruff, yamllint"
 	cd $(ROOT) && PATH=$(VENV)/bin:$$PATH ansible-lint --profile production --offline -q
-	cd $(ROOT) && $(VENV)/bin/ruff check plugins simulator tests hacking
+	cd $(ROOT) && $(VENV)/bin/ruff check plugins simulator tests hacking bench demo
 	cd $(ROOT) && $(VENV)/bin/yamllint -s .
 
 docs-lint: venv

@@ -31,7 +31,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
-import importlib.util
+import importlib.machinery
 import ipaddress
 import json
 import os
@@ -106,8 +106,10 @@ def preflight() -> None:
 
 def real_binding() -> str:
     """The real nvidia-ml-py of the project's virtualenv (the one the lock file pins)."""
-    spec = importlib.util.find_spec("pynvml")
-    if spec is None or spec.origin is None or os.path.dirname(spec.origin) == SIMULATOR:
+    # past gpusim's shim, which PYTHONPATH=simulator (make bench) puts first
+    search = [p for p in sys.path if os.path.abspath(p or os.curdir) != SIMULATOR]
+    spec = importlib.machinery.PathFinder.find_spec("pynvml", search)
+    if spec is None or spec.origin is None:
         raise FleetError("run the harness with the project's virtualenv python (it needs the real nvidia-ml-py)")
     return spec.origin
 
@@ -172,11 +174,17 @@ def customise_image(rootfs: str) -> None:
 
 # ------------------------------------------------------------------ hosts
 
-def load_hosts(count: int | None = None) -> dict[str, dict]:
+def load_hosts(count: int | None = None, like: str | None = None) -> dict[str, dict]:
     """The hosts of tests/fleet/hosts.yml; with count, the first count of them, cycling through the
-    list again (names suffixed -2, -3, ...; not rebooted) when count is larger (benchmarks)."""
+    list again (names suffixed -2, -3, ...; not rebooted) when count is larger (benchmarks).
+    With like, count copies of that one listed host instead (a uniform fleet, for scaling)."""
     with open(HOSTS_FILE) as fh:
         listed = list(yaml.safe_load(fh)["hosts"].items())
+    if like is not None:
+        specs = dict(listed)
+        if like not in specs:
+            raise FleetError(f"no host {like!r} in {HOSTS_FILE}; listed: {', '.join(specs)}")
+        listed = [(like, specs[like])]
     if count is None:
         return dict(listed)
     hosts = {}
@@ -384,11 +392,11 @@ def write_inventory(infos: list[dict], specs: dict[str, dict]) -> str:
 
 # ------------------------------------------------------------------ up / down / reboot
 
-def up(count: int | None = None) -> list[dict]:
+def up(count: int | None = None, like: str | None = None) -> list[dict]:
     preflight()
     down(quiet=True)  # leftovers of a crashed run first
     image = build_image()
-    specs = load_hosts(count)
+    specs = load_hosts(count, like)
     if len(specs) > len(list(SUBNET.subnets(new_prefix=30))):
         raise FleetError(f"FLEET_SUBNET {SUBNET} has room for fewer hosts than {len(specs)}")
     os.makedirs(RUN, exist_ok=True)

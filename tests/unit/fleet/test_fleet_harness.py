@@ -50,6 +50,17 @@ def test_larger_fleets_cycle_through_the_hosts_without_rebooting_the_copies():
     assert list(fleet.load_hosts(2)) == names[:2]
 
 
+def test_a_uniform_fleet_copies_one_host():
+    listed = fleet.load_hosts()
+    name = next(n for n, spec in listed.items() if "mps_inference" in spec["groups"])
+    hosts = fleet.load_hosts(3, like=name)
+    assert list(hosts) == [name, f"{name}-2", f"{name}-3"]
+    assert {spec["model"] for spec in hosts.values()} == {listed[name]["model"]}
+    assert all(spec["groups"] == listed[name]["groups"] for spec in hosts.values())
+    with pytest.raises(fleet.FleetError, match=r"no host 'nope' in .*hosts\.yml; listed: "):
+        fleet.load_hosts(2, like="nope")
+
+
 def test_each_host_gets_its_own_point_to_point_pair():
     pairs = [fleet.addresses(i) for i in range(8)]
     flat = [a for pair in pairs for a in pair]
