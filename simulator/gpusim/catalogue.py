@@ -1,12 +1,13 @@
 """Hardware catalogue for gpusim: the GPU models the simulator can stand in for.
 
 Pure data plus a few tiny helpers; stdlib only.  Every number below comes from
-real hardware output or NVIDIA documentation; the citation sits next to each
+real hardware output or NVIDIA documentation unless ``PROVENANCE`` says
+otherwise (secondary source, rule or analogy); the citation sits next to each
 table and the full list (with what could NOT be sourced) is in
 ``CATALOGUE_SOURCES.md`` next to this file.  Values that could not be sourced
-are ``None``; values filled in by a documented rule or by analogy with a sibling
-model are listed per model in ``PROVENANCE`` so that nobody mistakes them for
-measured data.
+are ``None``; values taken from a secondary source, filled in by a documented
+rule or by analogy with a sibling model are listed per model in ``PROVENANCE``
+so that nobody mistakes them for measured data.
 
 Conventions
 -----------
@@ -221,29 +222,48 @@ _H200 = _family8(
     names={19: "1g.18gb", 20: "1g.18gb+me", 15: "1g.35gb", 14: "2g.35gb", 9: "3g.71gb", 5: "4g.71gb", 0: "7g.141gb"},
     mem={19: _gib(16.0), 20: _gib(16.0), 15: _gib(32.25), 14: _gib(32.25), 9: _gib(69.5), 5: _gib(69.5), 0: _gib(139.75)},
     **_HOP)
-# GH200 96GB (nvidia-smi name "NVIDIA GH200 480GB"): -lgip from a GH200 Slurm
-# MIG install log (kf-cuanschutz).
+# GH200 96GB (nvidia-smi name "NVIDIA GH200 480GB"; R535-era drivers printed
+# "NVIDIA GH200 120GB" for the same 97871 MiB board, hence the alias): -lgip
+# from a GH200 Slurm MIG install log (kf-cuanschutz).  Names, counts and
+# engines agree with the MIG guide's "H100 96GB product (H100 on GH200)" table.
 _GH200 = _family8(
     names={19: "1g.12gb", 20: "1g.12gb+me", 15: "1g.24gb", 14: "2g.24gb", 9: "3g.48gb", 5: "4g.48gb", 0: "7g.96gb"},
     mem={19: _gib(11.0), 20: _gib(11.0), 15: _gib(23.0), 14: _gib(23.0), 9: _gib(46.5), 5: _gib(46.5), 0: _gib(93.0)},
     **_HOP)
 
 # --- B200 -------------------------------------------------------------------
-# -lgip top half posted by NVIDIA in mig-parted PR #187 / gpu-operator PR #1351
-# (2025-03): 1g.23gb 20.50 GiB SM18 DEC1 CE2 JPEG1; +me same +OFA1; 1g.45gb
-# 44.25 SM30 DEC1 CE2 JPEG1; 2g.45gb 44.25 SM36 DEC2 CE4 JPEG2.  3g.90gb,
-# 4g.90gb, 7g.180gb rows were not retrievable: memory/SM/DEC/JPEG = None; CE
-# 6/8/16 from the MIG guide B200 table (which however says 3 CE for 2g.45gb
-# where the real -lgip says 4).  Placements: -lgipp not found; the Hopper
-# geometry is assumed (same instance counts & fractions in the MIG guide).
+# Profile IDs 19/20/15/14/9/5/0 and instance counts 7/1/4/3/2/1/1: MIG User Guide
+# "B200 MIG Profiles" table (names, counts, fractions, CE 2/2/2/3/6/8/16, 7g OFA
+# 1) and GKE container-engine-accelerators partition_gpu/partition_gpu.go
+# (partitionSizeToProfileID / partitionSizeMaxCount for nvidia-b200).
+# Upper half, real -lgip posted by NVIDIA in mig-parted PR #187 = gpu-operator
+# PR #1351 (2025-03): 1g.23gb 20.50 GiB SM18 DEC1 CE2 JPEG1; +me same + OFA1;
+# 1g.45gb 44.25 SM30 DEC1 CE2 JPEG1; 2g.45gb 44.25 SM36 DEC2 CE4 JPEG2 (the
+# guide says CE 3 / DEC 1 / JPEG 1 for 2g.45gb; the real row wins).  The same
+# 44.25 GiB shows as "45312MiB" per 2g.45gb GI in gpu-operator issue #2155.
+# Lower half: the full NVIDIA rows were cut from every copy reachable here.
+#   memory 89.00 / 89.00 / 178.50 GiB and SM 70 / 72 / 148 for 3g.90gb /
+#   4g.90gb / 7g.180gb come from a SECONDARY source: a public TensorRT-cookbook
+#   MIG note that quotes `nvidia-smi mig -lgip` on a B200 180 GB (repository
+#   not identified by the search index); its four upper rows equal PR #187's
+#   exactly.  Consistent with: a cluster note calling its 3g.90gb slice the
+#   "89G" class, the 2-memory-slice profiles' 44.25 (2 x 44.25 = 88.5 <= 89.0,
+#   as H100 2 x 19.625 <= 39.5 and H200 2 x 32.25 <= 69.5) and the 7g/3g ratio
+#   2.006 (H100 2.006, H200 2.011).  Flagged in PROVENANCE.
+#   DEC/JPEG 3/4/7: NOT sourced for B200 (the guide's column says 1 for every
+#   profile, which the real 2g.45gb row contradicts); taken from the real
+#   per-slice pattern of the B200 1g/2g rows (1 and 2, one per compute slice)
+#   and the real Hopper 3g/4g/7g rows (3/4/7).  Flagged in PROVENANCE.
+# Placements: no B200 -lgipp found; the Hopper geometry is assumed (same
+# instance counts and memory/SM fractions in the guide and in the real rows).
 _B200 = _family8(
     names={19: "1g.23gb", 20: "1g.23gb+me", 15: "1g.45gb", 14: "2g.45gb", 9: "3g.90gb", 5: "4g.90gb", 0: "7g.180gb"},
-    mem={19: _gib(20.5), 20: _gib(20.5), 15: _gib(44.25), 14: _gib(44.25), 9: None, 5: None, 0: None},
-    sms={19: 18, 20: 18, 15: 30, 14: 36, 9: None, 5: None, 0: None},
+    mem={19: _gib(20.5), 20: _gib(20.5), 15: _gib(44.25), 14: _gib(44.25), 9: _gib(89.0), 5: _gib(89.0), 0: _gib(178.5)},
+    sms={19: 18, 20: 18, 15: 30, 14: 36, 9: 70, 5: 72, 0: 148},
     ce={19: 2, 20: 2, 15: 2, 14: 4, 9: 6, 5: 8, 0: 16},
-    dec={19: 1, 20: 1, 15: 1, 14: 2, 9: None, 5: None, 0: None},
-    jpeg={19: 1, 20: 1, 15: 1, 14: 2, 9: None, 5: None, 0: None},
-    ofa7=None, ci_sm_per_slice=None, rev2_ci=_REV1_CI)
+    dec={19: 1, 20: 1, 15: 1, 14: 2, 9: 3, 5: 4, 0: 7},
+    jpeg={19: 1, 20: 1, 15: 1, 14: 2, 9: 3, 5: 4, 0: 7},
+    ofa7=1, ci_sm_per_slice=None, rev2_ci=_REV1_CI)
 
 # --- A30 --------------------------------------------------------------------
 # -lgip + -lgipp + -cgi/-lgi/-lcip on "NVIDIA A30", driver 535.183.01:
@@ -266,7 +286,9 @@ _A30 = [
 # PCI device ids: go-nvlib's vendored pci.ids (2025.07.11) and mig-parted
 # config-default.yaml device-filters (e.g. A100-40GB "0x20B010DE", A30
 # "0x20B710DE", H100-80GB "0x233010DE", H100 NVL "0x232110DE", H200 "0x233510DE",
-# GH200 "0x234210DE", B200 "0x290110DE").  Names: nvidia-smi output (see SOURCES).
+# GH200 "0x234210DE", B200 "0x290110DE").  Names: nvidia-smi output (see SOURCES);
+# "NVIDIA B200" / "NVIDIA H200" / "NVIDIA H100 80GB HBM3" / "NVIDIA A100-SXM4-40GB"
+# also as GKE's partition_gpu.go matches them, B200 183359 MiB in gpu-operator #2155.
 MODELS = {
     "A30-24GB": {
         "key": "A30-24GB", "name": "NVIDIA A30", "aliases": ["A30", "A30-24GB", "A30 PCIe"],
@@ -311,7 +333,7 @@ MODELS = {
     },
     "GH200-96GB": {
         "key": "GH200-96GB", "name": "NVIDIA GH200 480GB",
-        "aliases": ["GH200-96GB", "GH200", "GH200 480GB", "GH200 96GB", "H100-96GB on GH200"],
+        "aliases": ["GH200-96GB", "GH200", "GH200 480GB", "GH200 96GB", "GH200 120GB", "H100-96GB on GH200"],
         "pci_device_id": 0x234210DE, "pci_subsystem_id": None, "architecture": "hopper",
         "cuda_compute_capability": (9, 0), "memory_total_mib": 97871, "multiprocessor_count": 132,
         "mig": _mig(_GH200, reset=False),
@@ -351,9 +373,11 @@ MODELS = {
     },
 }
 
-# A GPU instance profile whose memory size could not be sourced is not simulated
-# at all: a simulator that invented NVML numbers would mislead every test built
-# on it.  What was left out is listed here (and in CATALOGUE_SOURCES.md).
+# A GPU instance profile whose memory size could not be sourced at all is not
+# simulated: a simulator that made up NVML numbers would mislead every test built
+# on it.  What is left out is listed here (and in CATALOGUE_SOURCES.md).  Since
+# the B200 lower half was found in a secondary -lgip listing (see _B200), nothing
+# is left out at present; the mechanism stays for the next model.
 UNSOURCED_PROFILES: dict[str, list[str]] = {}
 for _key, _model in MODELS.items():
     if _model["mig"]:
@@ -363,7 +387,9 @@ for _key, _model in MODELS.items():
             UNSOURCED_PROFILES[_key] = _left
             _model["mig"]["gpu_instance_profiles"] = _kept
 
-# Fields that are NOT straight from a cited real output (inferred or by rule).
+# Fields that are NOT straight from a cited primary real output (secondary,
+# inferred or by rule).  Everything not listed is from a cited real
+# `nvidia-smi mig -lgip/-lgipp` output or the MIG User Guide.
 PROVENANCE = {
     "*": ["compute_instance_profiles[*].placements: ci_placements_rule() (no real -lcipp found)",
           "compute_instance_profiles of 7g GIs: counts by rule (names confirmed by MIG guide nvidia-smi -L)"],
@@ -375,8 +401,13 @@ PROVENANCE = {
     "H200-141GB": ["placements: -lgipp not found; H100 geometry assumed", "partial CI multiprocessor_count: None"],
     "GH200-96GB": ["placements: -lgipp not found; H100 geometry assumed", "partial CI multiprocessor_count: None"],
     "B200-180GB": ["placements: -lgipp not found; H100 geometry assumed",
-                   "3g/4g/7g memory, SM, decoders, jpegs, 7g OFA: None (not sourced)",
-                   "3g/4g/7g copy_engines from MIG guide table (guide disagrees with -lgip on 2g)",
+                   "3g.90gb/4g.90gb/7g.180gb memory_mib (89.00/89.00/178.50 GiB) and multiprocessor_count "
+                   "(70/72/148): SECONDARY source (a TensorRT-cookbook MIG note quoting B200 -lgip; origin "
+                   "repository unidentified), cross-checked against the sourced 2-slice 44.25 GiB and Hopper ratios",
+                   "3g.90gb/4g.90gb/7g.180gb decoders and jpegs 3/4/7: INFERRED (one per compute slice as in "
+                   "the real B200 1g/2g rows and the real Hopper 3g/4g/7g rows); MIG guide column says 1",
+                   "3g.90gb/4g.90gb/7g.180gb copy_engines 6/8/16 and 7g OFA 1: MIG guide table only "
+                   "(guide disagrees with real -lgip on 2g.45gb: CE 3 vs 4)",
                    "1g.45gb default CI id 7: by analogy with Hopper",
                    "partial CI multiprocessor_count: None"],
     "A30-24GB": [],
