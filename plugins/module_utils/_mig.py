@@ -18,11 +18,19 @@ Terms:
 
 from __future__ import annotations
 
+import difflib
 import itertools
 import re
 from collections import Counter
 
-PROFILE_RE = re.compile(r"^(?:(?P<c>\d+)c\.)?(?P<g>\d+)g\.(?P<gb>\d+)gb(?P<attrs>(?:[+-][a-z][a-z0-9.]*)*)$")
+PROFILE_RE = re.compile(r"^(?:(?P<c>\d+)c\.)?(?P<g>\d+)g\.(?P<gb>\d+)gb"
+                        r"(?P<attrs>(?:[+-][a-z][a-z0-9]*(?:\.[a-z0-9]+)*(?:,[a-z][a-z0-9]*(?:\.[a-z0-9]+)*)*)*)$")
+
+MIB = 1024 * 1024
+GIB = 1024 * MIB
+
+_FORMAT_HELP = ("expected <G>g.<N>gb[+attr] (a GPU instance, e.g. 3g.40gb or 1g.10gb+me) or "
+                "<C>c.<G>g.<N>gb (a compute instance inside one, e.g. 1c.3g.40gb)")
 
 
 class MigError(Exception):
@@ -31,18 +39,39 @@ class MigError(Exception):
 
 # --------------------------------------------------------------------------- profile names
 
+def guess_profile(text: str) -> str | None:
+    """A well-formed MIG device name that a malformed one probably means, or None.
+
+    Catches the usual slips: ``1g.10gb.me`` (mig-parted's config *names* write ``+me`` as
+    ``.me``), ``1g10gb``, ``1g.10g``, ``1g.10gbb``, ``1G.10GB``, spaces.
+    """
+    flat = re.sub(r"\s+", "", str(text).lower())
+    match = re.match(r"^(?:(\d+)c\W*)?(\d+)g\W*(\d+)(?:gb?|b)*(?:[.+_]?([a-z][a-z0-9.]*))?[.+_-]*$", flat)
+    if not match:
+        return None
+    c, g, gb, attr = match.groups()
+    guess = (f"{c}c." if c and c != g else "") + f"{g}g.{gb}gb" + (f"+{attr.strip('.')}" if attr else "")
+    return guess if PROFILE_RE.match(guess) and guess != str(text) else None
+
+
 def parse_profile(text: str) -> dict:
     """``1c.3g.20gb`` -> {"c": 1, "g": 3, "gb": 20, "attrs": ""}; ``1g.5gb+me`` -> attrs "+me"."""
     match = PROFILE_RE.match(str(text).strip().lower())
     if not match:
-        raise MigError(f"'{text}' is not a MIG profile name: expected <G>g.<N>gb[+attr] (a GPU instance, "
-                       "e.g. 3g.40gb or 1g.10gb+me) or <C>c.<G>g.<N>gb (a compute instance inside one, "
-                       "e.g. 1c.3g.40gb)")
+        guess = guess_profile(text)
+        hint = f" (did you mean '{guess}'?)" if guess else ""
+        raise MigError(f"'{text}' is not a MIG profile name{hint}: {_FORMAT_HELP}")
     g = int(match.group("g"))
     c = int(match.group("c")) if match.group("c") else g
     if c < 1 or g < 1 or c > g:
         raise MigError(f"'{text}': a compute instance cannot use {c} of {g} compute slices")
     return {"c": c, "g": g, "gb": int(match.group("gb")), "attrs": match.group("attrs") or ""}
+
+
+def attr_key(attrs: str) -> tuple:
+    """``+me,gfx`` and ``+gfx+me`` -> ('+gfx', '+me'): attributes compared as a set, as mig-parted does."""
+    return tuple(sorted({sign + name for sign, group in re.findall(r"([+-])([^+-]+)", attrs or "")
+                         for name in group.split(",") if name}))
 
 
 def _attrs_of(name: str) -> str:
@@ -55,32 +84,115 @@ def _gb_of(profile: dict) -> int:
     return int(parsed.group("gb")) if parsed else round(profile["memory_mib"] / 1024)
 
 
-def resolve_gi_profile(profiles: list[dict], text: str, model: str = "this GPU") -> tuple[dict, int]:
+def mig_parted_gb(profile: dict) -> int | None:
+    """The GB figure mig-parted puts in this profile's name, or None when the GPU's memory is unknown.
+
+    mig-parted names a profile by its share of the GPU's memory, rounded up to eighths, times
+    the GPU's memory in whole GB (rounded up); on most boards that equals the driver's name.
+    """
+    total = profile.get("gpu_memory_bytes")
+    memory = profile.get("memory_mib")
+    if not total or not memory:
+        return None
+    eighths = -(-(memory * MIB * 8) // total)
+    total_gb = -(-total // GIB)
+    return (eighths * total_gb + 4) // 8
+
+
+def _profile_gbs(profile: dict) -> set[int]:
+    gbs = {_gb_of(profile)}
+    alias = mig_parted_gb(profile)
+    if alias is not None:
+        gbs.add(alias)
+    return gbs
+
+
+def _same_kind(profile: dict, want: dict) -> bool:
+    return profile["slices"] == want["g"] and attr_key(_attrs_of(profile["name"])) == attr_key(want["attrs"])
+
+
+# The same driver profile is named a GB or so differently by different driver branches:
+# HGX GB200's 1g.24gb / 2g.47gb (R570, NVIDIA/gpu-operator PR #1303) are 1g.23gb / 2g.45gb on
+# later drivers (NVIDIA/mig-parted issue #227, which mig-parted's exact matching fails on), and
+# A100 80GB's 3g.40gb was 3g.39gb on R535/R545 (NVIDIA/mig-parted issue #31).  A name within
+# this drift (5% of the larger figure: those are 2.5 to 4.3%) of a profile of the same compute
+# slices and attributes is taken for it, with a note.  Small profiles get no slack: 1g.5gb
+# (A100, an eighth of the memory) is not an A30's 1g.6gb (a quarter).
+NAME_DRIFT_SHARE = 0.05
+
+
+def _drift(profile: dict, gb: int) -> int | None:
+    """How many GB the name's memory is off this profile's names, or None beyond the drift."""
+    off, known = min((abs(known - gb), known) for known in _profile_gbs(profile))
+    return off if off <= NAME_DRIFT_SHARE * max(gb, known) else None
+
+
+def resolve_gi_profile(profiles: list[dict], text: str, model: str = "this GPU",
+                       notes: list[str] | None = None) -> tuple[dict, int]:
     """Find the driver's GI profile a user's profile name means; returns (profile, CI slices).
 
-    Names reported by the driver differ between boards and driver branches (1g.23gb vs
-    1g.24gb on GB200 systems), so a name is matched by its compute slices and attributes
-    (``+me``, ``+gfx``, ...), and by memory only to choose between profiles of the same
-    slice count (1g.10gb vs 1g.20gb on H100).
+    A name means a profile when its compute slices and attributes (``+me``, ``+gfx``, ``-me``,
+    in any order) are the profile's and its memory is the profile's as the driver names it
+    (``nvidia-smi mig -lgip``) or as mig-parted does (from the profile's share of the GPU's
+    memory).  Driver branches name the same profile a GB apart (1g.23gb and 1g.24gb on HGX
+    GB200), so a name within NAME_DRIFT_SHARE of exactly one such profile is taken for it and a
+    note saying so is appended to ``notes``.  Anything further off is refused, naming this
+    GPU's closest profiles: a configuration for another model (1g.5gb on an H100, 3g.90gb on
+    an H200) must not silently become a different layout.
     """
     want = parse_profile(text)
     gi_name = re.sub(r"^\d+c\.", "", str(text).strip().lower())
-    exact = [p for p in profiles if p["name"].lower() == gi_name]
-    if exact:
-        return exact[0], want["c"]
-    candidates = [p for p in profiles if p["slices"] == want["g"] and _attrs_of(p["name"]) == want["attrs"]]
-    if not candidates:
-        raise MigError(f"profile '{text}' does not exist on {model}; its GPU instance profiles are: "
-                       + ", ".join(p["name"] for p in profiles))
-    best = sorted(candidates, key=lambda p: abs(_gb_of(p) - want["gb"]))
-    if len(best) > 1 and abs(_gb_of(best[0]) - want["gb"]) == abs(_gb_of(best[1]) - want["gb"]):
-        raise MigError(f"profile '{text}' is ambiguous on {model}: it could be "
-                       + " or ".join(p["name"] for p in best[:2]))
-    chosen = best[0]
-    if abs(_gb_of(chosen) - want["gb"]) > max(2, want["gb"] // 4):
-        raise MigError(f"profile '{text}' does not exist on {model} (closest: {chosen['name']}); its GPU "
-                       "instance profiles are: " + ", ".join(p["name"] for p in profiles))
-    return chosen, want["c"]
+    named = [p for p in profiles if p["name"].lower() == gi_name]
+    if named:
+        return named[0], want["c"]
+    aliased = [p for p in profiles if _same_kind(p, want) and want["gb"] in _profile_gbs(p)]
+    if aliased:
+        return aliased[0], want["c"]
+    near = sorted(((off, p) for p in profiles if _same_kind(p, want)
+                   for off in [_drift(p, want["gb"])] if off is not None), key=lambda pair: pair[0])
+    if len(near) > 1 and near[0][0] == near[1][0]:
+        raise MigError(f"profile '{text}' is ambiguous on {model}: it is as close to "
+                       f"{near[0][1]['name']} as to {near[1][1]['name']}; name one of them")
+    if near:
+        chosen = near[0][1]
+        if notes is not None:
+            note = (f"profile '{text}' is taken as {device_name(chosen, min(want['c'], chosen['slices']))} "
+                    f"(profile ID {chosen['id']}) on {model}: same slices, named {near[0][0]} GB apart (driver "
+                    "branches name profiles differently); write that name to silence this note")
+            if note not in notes:
+                notes.append(note)
+        return chosen, want["c"]
+    raise MigError(unknown_profile_message(profiles, text, model))
+
+
+def unknown_profile_message(profiles: list[dict], text: str, model: str) -> str:
+    """'profile X does not exist on <model>', the closest names valid there, and all its profiles."""
+    want = parse_profile(text)
+    gi_name = re.sub(r"^\d+c\.", "", str(text).strip().lower())
+
+    def similarity(p: dict) -> float:
+        return difflib.SequenceMatcher(None, gi_name, p["name"].lower()).ratio()
+
+    same_slices = sorted((p for p in profiles if p["slices"] == want["g"]),
+                         key=lambda p: (not _same_kind(p, want), min(abs(gb - want["gb"]) for gb in _profile_gbs(p)),
+                                        -similarity(p)))
+    by_name = {p["name"].lower(): p for p in profiles}
+    close = same_slices[:2] + [by_name[n] for n in difflib.get_close_matches(gi_name, list(by_name), n=2, cutoff=0.75)]
+    suggestions: list[str] = []
+    for p in close:
+        name = device_name(p, min(want["c"], p["slices"]))
+        if name not in suggestions:
+            suggestions.append(name)
+    hint = (" (did you mean " + " or ".join(f"'{n}'" for n in suggestions[:3]) + "?)") if suggestions else ""
+    other_model = ""
+    if not any(p["slices"] == want["g"] for p in profiles):
+        other_model = f" (it has no {want['g']}-slice GPU instance profile)"
+    elif any(_same_kind(p, want) for p in profiles):
+        other_model = (f"; no {want['g']}-slice{want['attrs']} profile of this GPU has {want['gb']} GB: "
+                       "is the configuration (or its device-filter) meant for another GPU model?")
+    listing = " Its" if other_model.endswith("?") else "; its"
+    return (f"profile '{text}' does not exist on {model}{hint}{other_model}{listing} GPU instance profiles are: "
+            + ", ".join(p["name"] for p in profiles))
 
 
 def device_name(gi_profile: dict, ci_slices: int) -> str:
@@ -174,7 +286,8 @@ def place_gis(profiles: list[dict], specs: list[dict], occupied: list[tuple[int,
 
 # --------------------------------------------------------------------------- layouts
 
-def layout_from_mig_devices(profiles: list[dict], mig_devices: dict, model: str = "this GPU") -> list[dict]:
+def layout_from_mig_devices(profiles: list[dict], mig_devices: dict, model: str = "this GPU",
+                            notes: list[str] | None = None) -> list[dict]:
     """mig-parted's ``mig-devices`` (MIG device name -> count) as GI specs.
 
     Like mig-parted, compute instances of the same GPU instance profile share a GPU
@@ -185,7 +298,7 @@ def layout_from_mig_devices(profiles: list[dict], mig_devices: dict, model: str 
     for name, count in (mig_devices or {}).items():
         if isinstance(count, bool) or not isinstance(count, int) or count < 0:
             raise MigError(f"mig-devices: the count for '{name}' must be a whole number >= 0, not {count!r}")
-        profile, ci_slices = resolve_gi_profile(profiles, str(name), model)
+        profile, ci_slices = resolve_gi_profile(profiles, str(name), model, notes)
         wanted.setdefault(profile["id"], []).extend([ci_slices] * count)
     specs = []
     for profile_id, sizes in sorted(wanted.items()):

@@ -91,6 +91,7 @@ class HostMig:
         self.log = log or (lambda msg: None)
         self.process_timeout = process_timeout
         self.done: list[str] = []
+        self.notes: list[str] = []   # profile names taken for the driver's (warnings for the user)
 
     # ------------------------------------------------------------------ observe
     def observe(self, gpu) -> dict:
@@ -116,7 +117,12 @@ class HostMig:
         missing = _mig_config.unknown_devices(entries, observed)
         if missing:
             raise _mig.MigError(f"devices {', '.join(missing)} do not exist on this host; it has GPUs "
-                                + ", ".join(f"{g['index']} ({g['uuid']})" for g in observed))
+                                + ", ".join(f"{g['index']} ({g['uuid']})" for g in observed)
+                                + ". devices lists NVML indices (0 to one less than the GPU count) or GPU UUIDs; "
+                                  "is the configuration written for a host with more GPUs?")
+        nothing = _mig_config.filters_select_nothing(entries, observed)
+        if nothing:
+            raise _mig.MigError(nothing)
         chosen = _mig_config.select(entries, observed)
         plans = []
         for facts in observed:
@@ -144,7 +150,7 @@ class HostMig:
                     # against the driver's profiles right after MIG mode is enabled
                     item["specs"] = None
                 else:
-                    specs = _mig.layout_from_mig_devices(facts["profiles"], entry["mig_devices"], label)
+                    specs = _mig.layout_from_mig_devices(facts["profiles"], entry["mig_devices"], label, self.notes)
                     _mig.check_feasible(facts["profiles"], specs, label)
                     item["specs"] = specs
                     if not _mig.matches(facts["current"], specs):
@@ -155,6 +161,8 @@ class HostMig:
     # ------------------------------------------------------------------ apply
     def apply(self, entries: list[dict]) -> dict:
         plans = self.plan(entries)
+        for note in self.notes:
+            self.log(note)
         results = []
         for item in plans:
             results.append(self._apply_gpu(item))
@@ -432,7 +440,7 @@ def _instances(facts: dict) -> list[dict]:
     return out
 
 
-def apply_config_file(path: str, name: str, run_command, reset: str = "auto", nvidia_smi: str = "nvidia-smi",
+def apply_config_file(path: str, name: str | None, run_command, reset: str = "auto", nvidia_smi: str = "nvidia-smi",
                       log=None) -> dict:
     """Apply configuration ``name`` of the mig-parted file ``path`` (the boot-time re-apply).
 

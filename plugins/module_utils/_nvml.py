@@ -220,9 +220,11 @@ class Nvml:
         """Every GPU instance profile the driver offers on this GPU.
 
         Names, ids, slice counts and placements all come from the driver; ``gpu_slices`` is the
-        GPU's compute slice count (the most MIG devices it can have).
+        GPU's compute slice count (the most MIG devices it can have); ``gpu_memory_bytes`` the
+        GPU's memory, from which mig-parted derives the GB in its profile names.
         """
         gpu_slices = self._maybe(pynvml.nvmlDeviceGetMaxMigDeviceCount, gpu.handle, gpu=gpu, default=0)
+        memory = self._maybe(pynvml.nvmlDeviceGetMemoryInfo, gpu.handle, gpu=gpu)
         profiles = []
         for enum in range(pynvml.NVML_GPU_INSTANCE_PROFILE_COUNT):
             info = self._gi_profile_info(gpu, enum)
@@ -242,6 +244,7 @@ class Nvml:
                 "jpegs": int(info.jpegCount),
                 "ofas": int(info.ofaCount),
                 "gpu_slices": gpu_slices,
+                "gpu_memory_bytes": int(memory.total) if memory is not None else None,
                 "placements": self._placements(pynvml.nvmlDeviceGetGpuInstancePossiblePlacements,
                                                gpu.handle, info.id, gpu) or [],
             }

@@ -48,15 +48,25 @@ options:
       - Each entry has C(devices) (V(all), or a list of GPU indices or GPU UUIDs), an optional C(device-filter)
         (a PCI device id such as V(0x20B010DE), optionally with V(:subsystem), or a model name such as
         V(NVIDIA A100-SXM4-40GB); a string or a list), C(mig-enabled) (bool) and C(mig-devices), a mapping from
-        MIG device name to count.
+        MIG device name to count. As with mig-parted, C(mig-devices) is required when C(mig-enabled=true);
+        V({}) enables MIG with no MIG devices (destroying those there are).
       - A MIG device name is a GPU instance profile (V(3g.40gb), V(1g.10gb+me)), meaning one GPU instance with one
         compute instance spanning it, or V(<C>c.<GPU instance profile>) (V(1c.3g.40gb)), a compute instance using
         C compute slices; such compute instances share GPU instances of that profile as far as they fit, as with
         mig-parted.
-      - Names are matched to the driver's profiles by compute slices and attributes (V(+me), V(+gfx), ...),
-        so a name from another board or driver branch (V(1g.24gb) where the driver says V(1g.23gb)) still works.
+      - A name must be one of the GPU's profiles, as the driver names it (C(nvidia-smi mig -lgip)) or as mig-parted
+        names it (from the profile's share of the GPU's memory; the two agree on most boards), with its attributes
+        (V(+me), V(+me.all), V(-me), V(+gfx)) in any order. Driver branches name the same profile a GB apart
+        (V(1g.24gb) and V(1g.23gb) on HGX GB200, V(3g.39gb) and V(3g.40gb) on A100 80GB): a name within 5% of
+        exactly one profile of the same compute slices and attributes is taken for it, with a warning naming it.
+        Any other name is refused before anything changes, naming the GPU's closest profiles, so a profile of
+        another model (V(1g.5gb) of an A100 on an A30, V(3g.90gb) of a B200 on an H200) never silently becomes a
+        different layout.
       - When several entries select a GPU, the last one wins. GPUs that no entry selects are left alone.
         An entry with C(devices=all) skips GPUs that do not support MIG.
+      - When entries have a C(device-filter) and none of them selects any MIG-capable GPU of the host, the module
+        fails naming the filters and the host's PCI device ids (mig-parted would silently do nothing), so a
+        configuration meant for another model, or a mistyped id, is not mistaken for an applied one.
     type: list
     elements: dict
   config_file:
@@ -64,10 +74,18 @@ options:
       - A mig-parted configuration file on the managed host (C(version=v1), C(mig-configs)), for example the
         C(/etc/nvidia-mig-manager/config.yaml) of NVIDIA's mig-manager, so existing GPU Operator and mig-parted
         configurations work unchanged. Needs PyYAML on the host.
+      - It may also be a Kubernetes ConfigMap manifest that holds such a file under C(data) (as mig-manager reads
+        C(data.config.yaml)), for example the GPU Operator's C(default-mig-parted-config) saved with
+        C(kubectl get configmap -o yaml), or a manifest of several documents with one such ConfigMap.
+      - The whole file is validated before anything changes, as mig-parted does, including configurations other
+        than O(config_name). Errors name the file, the line, the configuration and entry, the value and what
+        would be valid; duplicate keys (which YAML would silently collapse) are errors.
     type: path
   config_name:
     description:
       - The configuration in O(config_file) to apply, for example V(all-balanced).
+      - May be left out when the file holds a single configuration, as with mig-parted.
+      - When the file has no such configuration, the module fails listing the names it has.
     type: str
   reset:
     description:
@@ -144,6 +162,12 @@ EXAMPLES = r"""
   gpuops.sharing.mig:
     config_file: /etc/nvidia-mig-manager/config.yaml
     config_name: all-balanced
+  become: true
+
+- name: Apply a configuration from the GPU Operator's ConfigMap, saved with kubectl get configmap -o yaml
+  gpuops.sharing.mig:
+    config_file: /root/default-mig-parted-config.yaml
+    config_name: all-1g.10gb
   become: true
 
 - name: Change MIG mode without resetting busy GPUs; reboot later
@@ -281,6 +305,12 @@ def diff_text(gpus: list[dict], key: str) -> str:
     return "\n".join(lines) + ("\n" if lines else "")
 
 
+def warn_notes(module: AnsibleModule, host) -> None:
+    """The profile names the layout took for the driver's (HostMig.notes), as task warnings."""
+    for note in host.notes:
+        module.warn(note)
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
@@ -293,7 +323,7 @@ def main() -> None:
         },
         mutually_exclusive=[("config", "config_file")],
         required_one_of=[("config", "config_file")],
-        required_together=[("config_file", "config_name")],
+        required_by={"config_name": "config_file"},
         supports_check_mode=True,
     )
     empty = {"changed": False, "reboot_required": False, "kept": 0, "destroyed": 0, "created": 0, "gpus": []}
@@ -314,7 +344,9 @@ def main() -> None:
             except _mig_apply.MigApplyError as exc:
                 partial = dict(empty)
                 partial["changed"] = bool(exc.done)
+                warn_notes(module, host)
                 module.fail_json(msg=exc.message, done=exc.done, **partial)
+            warn_notes(module, host)
     except (_mig_config.ConfigError, _mig.MigError) as exc:
         module.fail_json(msg=str(exc), **empty)
     except NvmlError as exc:

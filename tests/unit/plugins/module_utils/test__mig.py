@@ -30,6 +30,9 @@ def gi(gid, profile_id, start, size, cis):
     ("1c.3g.40gb", {"c": 1, "g": 3, "gb": 40, "attrs": ""}),
     ("1g.10gb+me", {"c": 1, "g": 1, "gb": 10, "attrs": "+me"}),
     ("1g.24gb+me.all", {"c": 1, "g": 1, "gb": 24, "attrs": "+me.all"}),
+    ("1g.24gb-me", {"c": 1, "g": 1, "gb": 24, "attrs": "-me"}),
+    ("4g.96gb+gfx", {"c": 4, "g": 4, "gb": 96, "attrs": "+gfx"}),
+    ("1g.24gb+me,gfx", {"c": 1, "g": 1, "gb": 24, "attrs": "+me,gfx"}),
     (" 7G.80GB ", {"c": 7, "g": 7, "gb": 80, "attrs": ""}),
 ])
 def test_parse_profile(text, parsed):
@@ -38,22 +41,74 @@ def test_parse_profile(text, parsed):
 
 @pytest.mark.parametrize("text,message", [
     ("3g", "is not a MIG profile name"),
-    ("3g.40", "is not a MIG profile name"),
+    ("3g.40", "is not a MIG profile name (did you mean '3g.40gb'?)"),
     ("4c.3g.40gb", "cannot use 4 of 3 compute slices"),
-    ("three", "is not a MIG profile name"),
+    ("three", "is not a MIG profile name: expected <G>g.<N>gb"),
+    ("1g.10gb.me", "(did you mean '1g.10gb+me'?)"),
+    ("1g10gb", "(did you mean '1g.10gb'?)"),
+    ("1g.10gbb", "(did you mean '1g.10gb'?)"),
+    ("1g.10gb+", "(did you mean '1g.10gb'?)"),
 ])
 def test_parse_profile_errors(text, message):
-    with pytest.raises(_mig.MigError, match=message):
+    with pytest.raises(_mig.MigError) as err:
         _mig.parse_profile(text)
+    assert message in str(err.value)
 
 
 def test_resolve_by_name_slices_and_memory(h100):
     assert _mig.resolve_gi_profile(h100, "1g.10gb")[0]["name"] == "1g.10gb"
     assert _mig.resolve_gi_profile(h100, "1g.20gb")[0]["name"] == "1g.20gb"
     assert _mig.resolve_gi_profile(h100, "1g.10gb+me")[0]["name"] == "1g.10gb+me"
-    # another board's name for the same profile (driver reports 3g.40gb)
-    profile, c = _mig.resolve_gi_profile(h100, "1c.3g.41gb")
+    profile, c = _mig.resolve_gi_profile(h100, "1C.3G.40GB")
     assert profile["name"] == "3g.40gb" and c == 1
+
+
+def test_resolve_refuses_other_models_names(h100):
+    """A name further off than driver branches drift is another board's profile (GH200's 1g.12gb,
+    1g.24gb, B200's 3g.90gb): taking the nearest would silently build a different layout."""
+    for name, suggestion in (("1g.12gb", "1g.10gb"), ("1g.24gb", "1g.20gb"), ("1c.3g.90gb", "1c.3g.40gb")):
+        with pytest.raises(_mig.MigError) as err:
+            _mig.resolve_gi_profile(h100, name, "GPU 0 (NVIDIA H100 80GB HBM3)")
+        assert f"profile '{name}' does not exist on GPU 0 (NVIDIA H100 80GB HBM3)" in str(err.value)
+        assert f"'{suggestion}'" in str(err.value) and "meant for another GPU model" in str(err.value)
+
+
+def test_resolve_takes_names_a_driver_branch_apart_with_a_note(h100):
+    """3g.39gb is what R535/R545 called A100 80GB's 3g.40gb (mig-parted issue #31); a name within a GB
+    (or 5%) of exactly one profile of the same slices and attributes is that profile, and a note says so."""
+    notes = []
+    profile, c = _mig.resolve_gi_profile(h100, "1c.3g.41gb", "GPU 0 (NVIDIA H100 80GB HBM3)", notes)
+    assert profile["name"] == "3g.40gb" and c == 1
+    profile, _c = _mig.resolve_gi_profile(h100, "3g.39gb", "GPU 0 (NVIDIA H100 80GB HBM3)", notes)
+    assert profile["name"] == "3g.40gb"
+    assert notes == [
+        "profile '1c.3g.41gb' is taken as 1c.3g.40gb (profile ID 9) on GPU 0 (NVIDIA H100 80GB HBM3): same slices, "
+        "named 1 GB apart (driver branches name profiles differently); write that name to silence this note",
+        "profile '3g.39gb' is taken as 3g.40gb (profile ID 9) on GPU 0 (NVIDIA H100 80GB HBM3): same slices, "
+        "named 1 GB apart (driver branches name profiles differently); write that name to silence this note"]
+    with pytest.raises(_mig.MigError, match="does not exist"):
+        _mig.resolve_gi_profile(h100, "1g.11gb+gfx", "GPU 0", notes)  # attributes must match
+
+
+def test_resolve_refuses_a_name_equally_near_two_profiles():
+    profiles = [{"id": 19, "name": "1g.40gb", "slices": 1, "memory_mib": 40960},
+                {"id": 15, "name": "1g.42gb", "slices": 1, "memory_mib": 43008}]
+    with pytest.raises(_mig.MigError, match=r"profile '1g.41gb' is ambiguous on GPU 0: it is as close to "
+                                            r"1g.40gb as to 1g.42gb; name one of them"):
+        _mig.resolve_gi_profile(profiles, "1g.41gb", "GPU 0")
+
+
+def test_resolve_by_mig_parted_name():
+    """mig-parted derives the GB of a name from the profile's share of the GPU's memory; where the
+    driver's name differs (a GB200-like board: driver 1g.24gb, mig-parted 1g.23gb) both work."""
+    profiles = [{"id": 19, "name": "1g.24gb", "slices": 1, "memory_mib": 23552, "gpu_memory_bytes": 189471 * 2**20},
+                {"id": 15, "name": "1g.47gb", "slices": 1, "memory_mib": 47104, "gpu_memory_bytes": 189471 * 2**20}]
+    assert _mig.mig_parted_gb(profiles[0]) == 23
+    assert _mig.resolve_gi_profile(profiles, "1g.23gb")[0]["id"] == 19
+    assert _mig.resolve_gi_profile(profiles, "1g.24gb")[0]["id"] == 19
+    assert _mig.resolve_gi_profile(profiles, "1g.47gb")[0]["id"] == 15
+    with pytest.raises(_mig.MigError, match="did you mean '1g.24gb'"):
+        _mig.resolve_gi_profile(profiles, "1g.26gb")
 
 
 def test_resolve_unknown_lists_profiles(a100):

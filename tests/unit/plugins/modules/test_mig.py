@@ -12,6 +12,7 @@ import yaml
 
 from ansible_collections.gpuops.sharing.plugins.module_utils import _mig_apply
 from ansible_collections.gpuops.sharing.plugins.modules import mig
+from gpusim import catalogue
 
 from ...conftest import SIMULATOR, run_module
 
@@ -119,9 +120,9 @@ def test_config_name_not_in_file(sim, tmp_path):
 
 def test_mig_on_non_mig_gpu(sim):
     sim.init("T4", 1)
-    result, failed = run_module(mig.main, {"config": [{"devices": [0], "mig-enabled": True}]})
+    result, failed = run_module(mig.main, {"config": [{"devices": [0], "mig-enabled": True, "mig-devices": {}}]})
     assert failed and "does not support MIG" in result["msg"]
-    result, failed = run_module(mig.main, {"config": [{"devices": "all", "mig-enabled": True}]})
+    result, failed = run_module(mig.main, {"config": [{"devices": "all", "mig-enabled": True, "mig-devices": {}}]})
     assert not failed and not result["changed"] and result["gpus"][0]["managed"] is False
 
 
@@ -260,3 +261,116 @@ def test_driver_without_profiles_while_mig_is_off(sim):
     result, failed = run_module(mig.main, {"config": layout})
     assert not failed, result.get("msg")
     assert result["created"] == 4 and result["gpus"][0]["mig_enabled"]
+
+
+# ---- real mig-parted files from the field (tests/unit/plugins/module_utils/fixtures/mig_parted), unchanged
+
+REAL = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "module_utils", "fixtures",
+                    "mig_parted")
+REAL_DEFAULT = os.path.join(REAL, "mig-parted_deployments_systemd_config-default.yaml.txt")
+REAL_CONFIGMAP = os.path.join(REAL, "gpu-operator_assets_state-mig-manager_0400_configmap.yaml.txt")
+REAL_EXAMPLES = os.path.join(REAL, "mig-parted_examples_config.yaml.txt")
+MIG_MODELS = [k for k in catalogue.model_keys() if catalogue.MODELS[k].get("mig")]
+
+
+def _unsimulated_b200(model):
+    missing = catalogue.UNSOURCED_PROFILES.get(model)
+    if missing:
+        pytest.xfail(f"all-balanced on {model} uses {', '.join(missing)}, which the simulator's catalogue lacks")
+
+
+@pytest.mark.parametrize("path", [REAL_DEFAULT, REAL_CONFIGMAP], ids=["config-default.yaml", "default-mig-parted-config"])
+@pytest.mark.parametrize("model", MIG_MODELS)
+def test_real_all_balanced_applies_on_every_model(sim, model, path):
+    """mig-manager's file (and the GPU Operator's ConfigMap holding it) as config_file, unchanged."""
+    _unsimulated_b200(model)
+    sim.init(model, 2)
+    result, failed = run_module(mig.main, {"config_file": path, "config_name": "all-balanced"})
+    assert not failed, result["msg"]
+    assert all(g["managed"] and g["mig_enabled"] and g["instances"] for g in result["gpus"])
+    again, failed = run_module(mig.main, {"config_file": path, "config_name": "all-balanced"})
+    assert not failed and not again["changed"] and again["kept"] == result["created"]
+
+
+def test_real_dgx_a100_custom_config(sim):
+    """examples/config.yaml's custom-config is for a DGX A100: eight A100-SXM4-40GB."""
+    sim.init("A100-SXM4-40GB", 8)
+    result, failed = run_module(mig.main, {"config_file": REAL_EXAMPLES, "config_name": "custom-config"})
+    assert not failed, result["msg"]
+    gpus = result["gpus"]
+    assert [g["mig_enabled"] for g in gpus] == [False] * 4 + [True] * 4
+    assert [len(g["instances"]) for g in gpus[4:]] == [7, 3, 2, 4]
+
+
+def test_real_dgx_station_config(sim):
+    """The DGX Station A100 file: its A100 80GB entries apply, the display GPU's (0x1FB010DE) select nothing here."""
+    sim.init("A100-SXM4-80GB", 4)
+    path = os.path.join(REAL, "mig-parted_examples_dgx-station-80gb-config.yaml.txt")
+    result, failed = run_module(mig.main, {"config_file": path, "config_name": "all-balanced-dgx-station-80"})
+    assert not failed, result["msg"]
+    assert all(sorted(i["profile"] for i in g["instances"]) == ["1g.10gb", "1g.10gb", "2g.20gb", "3g.40gb"]
+               for g in result["gpus"])
+
+
+@pytest.mark.parametrize("model,args,message", [
+    ("H100-SXM5-80GB", {"config_file": REAL_DEFAULT, "config_name": "all-1g.5gb"},
+     "profile '1g.5gb' does not exist on GPU 0 (NVIDIA H100 80GB HBM3) (did you mean '1g.10gb'"),
+    ("H100-SXM5-80GB", {"config_file": REAL_DEFAULT, "config_name": "all-1g.10gb-me"},
+     "has no configuration 'all-1g.10gb-me' (did you mean 'all-1g.10gb.me'"),
+    ("H100-SXM5-80GB", {"config_file": REAL_DEFAULT, "config_name": "all-1g.35gb"},
+     "no entry of the configuration selects any MIG-capable GPU of this host: its device-filter values 0x233510DE, "
+     "0x31C210DE match none of GPU 0 (NVIDIA H100 80GB HBM3, PCI device id 0x233010DE), GPU 1 (NVIDIA H100 80GB HBM3, "
+     "PCI device id 0x233010DE); the configuration may be meant for another GPU model"),
+    ("H100-SXM5-80GB", {"config_file": os.path.join(REAL, "mig-parted_examples_dgx-station-80gb-config.yaml.txt"),
+                        "config_name": "all-1g.10gb-dgx-station-80"},
+     "its device-filter values 0x20B210DE, 0x1FB010DE match none of GPU 0"),
+    ("A100-SXM4-40GB", {"config_file": REAL_EXAMPLES, "config_name": "custom-config"},
+     "devices 2, 3, 4, 5, 6, 7 do not exist on this host; it has GPUs 0 (GPU-"),
+    ("A100-SXM4-40GB", {"config_file": REAL_CONFIGMAP, "config_name": "all-1g.10gb.me"},
+     "profile '1g.10gb+me' does not exist on GPU 0 (NVIDIA A100-SXM4-40GB) (did you mean '1g.5gb+me'"),
+    ("A30-24GB", {"config_file": REAL_DEFAULT, "config_name": "all-1g.5gb"},
+     "profile '1g.5gb' does not exist on GPU 0 (NVIDIA A30) (did you mean '1g.6gb'"),
+    ("A100-SXM4-40GB", {"config_file": REAL_DEFAULT},
+     "has 81 configurations; say which one with config_name: all-1g.10gb, "),
+    ("A100-SXM4-40GB", {"config_file": os.path.join(REAL, "mig-parted_deployments_systemd_hooks-default.yaml.txt"),
+                        "config_name": "all-disabled"}, "is a mig-parted hooks file (hooks:), not a MIG configuration"),
+    ("A100-SXM4-40GB", {"config_file": os.path.join(REAL, "bad_gpu-operator_values-example-config.yaml.txt"),
+                        "config_name": "custom-mig"}, "bad_gpu-operator_values-example-config.yaml.txt, line 13, "
+                                                      "column 8: not valid YAML"),
+    ("A100-SXM4-40GB", {"config_file": os.path.join(REAL, "bad_mig-parted_deployments_systemd_config-default.yaml-"
+                                                          "7aa03c41.txt"), "config_name": "all-1g.5gb"},
+     "mig-configs.all-1g.10gb (line 37): must be a list of entries, not a single mapping"),
+    ("A100-SXM4-40GB", {"config_name": "all-balanced", "config": BALANCED}, "config_name"),
+])
+def test_real_files_bad_choices_fail_before_any_change(sim, model, args, message):
+    sim.init(model, 2)
+    result, failed = run_module(mig.main, args)
+    assert failed and message in result["msg"], result["msg"]
+    assert sim.state()["counters"]["nvml_writes"] == 0
+
+
+def test_config_name_may_be_left_out_of_a_single_config_file(sim, tmp_path):
+    sim.init("A100-SXM4-40GB", 1)
+    path = tmp_path / "one.yaml"
+    path.write_text(yaml.safe_dump({"version": "v1", "mig-configs": {"gpuops": BALANCED}}))
+    result, failed = run_module(mig.main, {"config_file": str(path)})
+    assert not failed and result["created"] == 8
+
+
+def test_a_name_from_another_driver_branch_is_applied_with_a_warning(sim, monkeypatch):
+    """R535/R545 named A100 80GB's 3g.40gb '3g.39gb' (NVIDIA/mig-parted issue #31): a config written
+    then still applies, to the same profile, and the task says which name it took."""
+    from ansible.module_utils import basic
+
+    sim.init("A100-SXM4-80GB", 1)
+    warnings = []
+    monkeypatch.setattr(basic.AnsibleModule, "warn", lambda self, text: warnings.append(text))
+    config = [{"devices": "all", "mig-enabled": True, "mig-devices": {"3g.39gb": 2}}]
+    result, failed = run_module(mig.main, {"config": config})
+    assert not failed and result["changed"]
+    assert sorted(i["profile"] for i in result["gpus"][0]["instances"]) == ["3g.40gb", "3g.40gb"]
+    assert warnings == ["profile '3g.39gb' is taken as 3g.40gb (profile ID 9) on GPU 0 (NVIDIA A100-SXM4-80GB): "
+                        "same slices, named 1 GB apart (driver branches name profiles differently); write that "
+                        "name to silence this note"]
+    again, failed = run_module(mig.main, {"config": config})
+    assert not failed and not again["changed"]
