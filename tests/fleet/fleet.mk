@@ -5,7 +5,7 @@ FLEET := cd $(ROOT) && PATH=$(VENV)/bin:$$PATH $(VENV)/bin/python tests/fleet/fl
 .PHONY: fleet-up fleet-down fleet-test fleet-status molecule
 
 fleet-up: venv
-	@$(FLEET) up $(if $(FLEET_HOSTS),--hosts $(FLEET_HOSTS))
+	@$(FLEET) up $(if $(FLEET_HOSTS),--hosts $(FLEET_HOSTS)) $(if $(FLEET_LIKE),--like $(FLEET_LIKE))
 
 fleet-down:
 	@test -x $(VENV)/bin/python || exit 0; $(FLEET) down

@@ -568,6 +568,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("up")
     p.add_argument("--hosts", type=int, help="only the first N hosts of tests/fleet/hosts.yml")
+    p.add_argument("--like", help="N copies of this one host of tests/fleet/hosts.yml (with --hosts)")
     sub.add_parser("down")
     p = sub.add_parser("reboot")
     p.add_argument("names", nargs="+")
@@ -576,7 +577,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.cmd == "up":
-            up(args.hosts)
+            up(args.hosts, args.like)
         elif args.cmd == "down":
             down()
         elif args.cmd == "reboot":
