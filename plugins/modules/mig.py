@@ -57,7 +57,7 @@ options:
       - A name must be one of the GPU's profiles, as the driver names it (C(nvidia-smi mig -lgip)) or as mig-parted
         names it (from the profile's share of the GPU's memory; the two agree on most boards), with its attributes
         (V(+me), V(+me.all), V(-me), V(+gfx)) in any order. Driver branches name the same profile a GB apart
-        (V(1g.24gb) and V(1g.23gb) on HGX GB200, V(3g.39gb) and V(3g.40gb) on A100 80GB): a name within 5% of
+        (V(1g.24gb) and V(1g.23gb) on HGX GB200, V(3g.39gb) and V(3g.40gb) on A100 80GB), so a name within 5% of
         exactly one profile of the same compute slices and attributes is taken for it, with a warning naming it.
         Any other name is refused before anything changes, naming the GPU's closest profiles, so a profile of
         another model (V(1g.5gb) of an A100 on an A30, V(3g.90gb) of a B200 on an H200) never silently becomes a

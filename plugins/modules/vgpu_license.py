@@ -77,7 +77,7 @@ options:
         what NVIDIA documents for a vGPU guest.
       - V(2), V(rtx_vws) or V(vws) - NVIDIA RTX Virtual Workstation, for a physical GPU (pass-through, bare metal).
       - V(4) or V(vcs) - NVIDIA Virtual Compute Server, for a physical GPU in pass-through.
-      - V(0), V(unlicensed) or V(vapps) - the template's "unlicensed state": on a vGPU no license is requested; on a
+      - V(0), V(unlicensed) or V(vapps) - the template's "unlicensed state". On a vGPU no license is requested; on a
         physical GPU NVIDIA's License System guide lists 0 as NVIDIA Virtual Applications, which is licensed by the
         EULA only (no lease).
       - NVIDIA reserves every other value ("All other values reserved"). The module warns when V(2) or V(4) is set

@@ -218,6 +218,7 @@ class Daemon:
     def snapshot(self) -> dict:
         def shown(limits):
             return {str(k): show_memory(v) for k, v in limits.items()}
+
         def exact(limits):   # what the daemon holds and enforces, in MiB
             return {str(k): v for k, v in limits.items()}
         servers = [{**srv, "device_pinned_mem_limits": shown(srv["device_pinned_mem_limits"]),

@@ -282,8 +282,8 @@ def test_repeated_keys_first_wins_and_managing_keeps_one():
     assert "FeatureType=2" not in new and changes == [(None, None, None)]
     assert set(_gridd.repeated_keys(new)) == {"ClientConfigTokenPath", "IgnoreSP"}   # not managed: left alone
     new, changes = plan(text, remove=["client_config_token_path"])
-    assert "\nClientConfigTokenPath=" not in new and changes == [("client_config_token_path", "/var/lib/nvidia/tokens",
-                                                               None)]
+    assert "\nClientConfigTokenPath=" not in new
+    assert changes == [("client_config_token_path", "/var/lib/nvidia/tokens", None)]
 
 
 def test_values_as_guides_write_them():
@@ -354,17 +354,17 @@ BAD = [
     ({"proxy_user_name": "adm\x07in"}, "contains the control character '\\x07'"),
     ({"proxy_credentials_file_path": "/etc/x\x00y"}, "contains a NUL byte"),
     # host names and addresses
-    ({"server_address": "https://lic.example.com"}, "server_address='https://lic.example.com' is a URL; give only the "
-                                                     "host name or IP address"),
+    ({"server_address": "https://lic.example.com"},
+     "server_address='https://lic.example.com' is a URL; give only the host name or IP address"),
     ({"server_address": "lic.example.com/request"}, "contains a path"),
-    ({"server_address": "lic.example.com:7070"}, "includes a port; give the host 'lic.example.com' here and the port "
-                                                  "7070 in the port option (server_port)"),
+    ({"server_address": "lic.example.com:7070"},
+     "includes a port; give the host 'lic.example.com' here and the port 7070 in the port option (server_port)"),
     ({"backup_server_address": "[fd00::5]:7070"}, "in the port option (backup_server_port)"),
-    ({"server_address": "lic_1.example.com"}, "server_address='lic_1.example.com' contains an underscore; host "
-                                               "names (RFC 1123)"),
+    ({"server_address": "lic_1.example.com"},
+     "server_address='lic_1.example.com' contains an underscore; host names (RFC 1123)"),
     ({"server_address": "-lic.example.com"}, "the label '-lic' starts or ends with '-'"),
-    ({"server_address": "a" * 64 + ".example.com"}, "has 64 characters; each dot-separated label of a host name has "
-                                                     "1 to 63"),
+    ({"server_address": "a" * 64 + ".example.com"},
+     "has 64 characters; each dot-separated label of a host name has 1 to 63"),
     ({"server_address": ("a" * 60 + ".") * 4 + "example.com"}, "characters long; a host name has at most 253"),
     ({"server_address": "lic..example.com"}, "has an empty label"),
     ({"server_address": "10.0.0.256"}, "server_address='10.0.0.256' is not a valid IPv4 address"),

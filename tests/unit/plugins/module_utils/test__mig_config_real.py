@@ -206,5 +206,3 @@ def test_near_names_of_other_boards_are_taken_with_a_note(profiles):
                          f"{next(p['id'] for p in profiles['GH200-96GB'] if p['name'] == taken)}) on GPU 0 "
                          "(NVIDIA GH200 480GB): same slices, named 1 GB apart (driver branches name profiles "
                          "differently); write that name to silence this note"]
-
-
