@@ -276,17 +276,11 @@ def validate_option(option: str, value):
 def file_value(option: str, value: str):
     """A value as the file holds it (quotes already removed), normalised; GriddError when invalid.
 
-    Stricter than an option where NVIDIA documents one spelling: booleans must be TRUE or FALSE
-    (any letter case), not yes/on/1, and FeatureType a number (the names such as ``vgpu`` are
-    this module's, nvidia-gridd does not know them).
+    As an option's, except that FeatureType must be a number: the names such as ``vgpu`` are this
+    module's, nvidia-gridd does not know them.  (Booleans are TRUE or FALSE in any letter case for
+    both: :func:`validate_bool` takes no yes/on/1.)
     """
-    kind = KEYS[option][1]
-    if kind == "bool":
-        text = value.strip().lower()
-        if text not in ("true", "false"):
-            raise GriddError(f"{KEYS[option][0]}={value} is not TRUE or FALSE")
-        return text == "true"
-    if kind == "feature" and not value.strip().isdigit():
+    if KEYS[option][1] == "feature" and not value.strip().isdigit():
         raise GriddError(f"{KEYS[option][0]}={value} is not a number")
     return validate_option(option, value)
 

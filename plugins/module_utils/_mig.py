@@ -156,7 +156,7 @@ def resolve_gi_profile(profiles: list[dict], text: str, model: str = "this GPU",
     if near:
         chosen = near[0][1]
         if notes is not None:
-            note = (f"profile '{text}' is taken as {device_name(chosen, min(want['c'], chosen['slices']))} "
+            note = (f"profile '{text}' is taken as {device_name(chosen, want['c'])} "
                     f"(profile ID {chosen['id']}) on {model}: same slices, named {near[0][0]} GB apart (driver "
                     "branches name profiles differently); write that name to silence this note")
             if note not in notes:

@@ -295,15 +295,14 @@ def select_config(spec: dict, name: str | None, source: str) -> list[dict]:
 
 
 def normalize_entries(entries, where: str) -> list[dict]:
-    where = _at(where, entries)
+    located = _at(where, entries)
     if isinstance(entries, dict) and entries:
-        raise ConfigError(f"{where}: must be a list of entries, not a single mapping: put '- ' before its first "
+        raise ConfigError(f"{located}: must be a list of entries, not a single mapping: put '- ' before its first "
                           "field ('- devices: all')")
     if not isinstance(entries, list) or not entries:
-        raise ConfigError(f"{where}: needs a list of at least one entry (each with 'devices' and 'mig-enabled'), "
+        raise ConfigError(f"{located}: needs a list of at least one entry (each with 'devices' and 'mig-enabled'), "
                           f"not {_kind(entries) if entries != [] else 'an empty list'}")
-    base = where.split(" (line ")[0]
-    return [normalize_entry(entry, _at(f"{base}[{i}]", entry)) for i, entry in enumerate(entries)]
+    return [normalize_entry(entry, _at(f"{where}[{i}]", entry)) for i, entry in enumerate(entries)]
 
 
 def normalize_entry(entry, where: str) -> dict:

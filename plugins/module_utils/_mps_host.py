@@ -127,7 +127,7 @@ class Control:
                                   f"{'; '.join(commands)}: {reply.strip()}")
         quits = [op for op in ops if op["op"] == "quit"]
         if quits:
-            self.quit(timeout, grace=quits[0]["args"][0] if quits[0]["args"] else None)
+            self.quit(timeout, _mps.command(quits[0]))
 
     def start(self, desired: dict) -> None:
         for key in ("pipe_directory", "log_directory"):
@@ -138,11 +138,12 @@ class Control:
             raise DaemonError(f"{self.target['name']}: nvidia-cuda-mps-control -d failed (rc={rc}): "
                               f"{(err or out).strip() or 'no output'}; see {self.target['log_directory']}/control.log")
 
-    def quit(self, timeout: float, grace: int | None = None) -> None:
-        """``quit`` (waits for the servers' clients to finish), or ``quit -t grace``: servers still running
-        after ``grace`` seconds are shut down.  Either way the client returns once the daemon is exiting."""
+    def quit(self, timeout: float, line: str = "quit") -> None:
+        """Send ``line``: ``quit`` (waits for the servers' clients to finish) or ``quit -t <grace>`` (servers
+        still running after that many seconds are shut down), as :func:`_mps.command` writes it; then
+        wait until the daemon is gone."""
         try:
-            self._send(["quit" if grace is None else f"quit -t {grace}"])
+            self._send([line])
         except ConnectionError:
             return
         deadline = time.monotonic() + timeout
