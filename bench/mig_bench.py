@@ -31,8 +31,9 @@ for _p in (SIMULATOR, COLLECTIONS):
 import pynvml  # noqa: E402
 
 from ansible_collections.gpuops.sharing.plugins.module_utils import _mig, _mig_config, _mig_host  # noqa: E402
-from ansible_collections.gpuops.sharing.plugins.module_utils._runner import RunError, run  # noqa: E402
 from ansible_collections.gpuops.sharing.plugins.module_utils._nvml import Nvml  # noqa: E402
+from ansible_collections.gpuops.sharing.plugins.module_utils._runner import RunError  # noqa: E402
+from ansible_collections.gpuops.sharing.plugins.module_utils._runner import run as run_plan  # noqa: E402
 from gpusim import catalogue, device, layouts  # noqa: E402
 from gpusim import state as gstate  # noqa: E402
 
@@ -88,7 +89,7 @@ def realised_table(path: str) -> list[list[str]]:
                 devices[profiles[pid]["name"]] = devices.get(profiles[pid]["name"], 0) + 1
             with Nvml() as nv:
                 try:
-                    run(_mig_host.HostMig(nv, None, _entries(devices)), check_mode=False)
+                    run_plan(_mig_host.HostMig(nv, None, _entries(devices)), check_mode=False)
                     ok += 1
                 except (_mig.MigError, RunError):
                     pass
@@ -111,7 +112,7 @@ def transitions_table(path: str, count: int = 560, seed: int = 20261125) -> list
             layouts.create(data, 0, current)
         _reload_nvml()
         with Nvml() as nv:
-            result = run(_mig_host.HostMig(nv, None, _entries(target)), check_mode=False)
+            result = run_plan(_mig_host.HostMig(nv, None, _entries(target)), check_mode=False)
             profiles = nv.gi_profiles(nv.gpu(0), with_capacity=False)
         specs = _mig.layout_from_mig_devices(profiles, target)
         minimum = layouts.min_destroyed(model, current, [{"profile_id": s["profile_id"], "cis": s["cis"]}
