@@ -156,7 +156,7 @@ def plan_host(gpus: list[dict], entries: list[dict], reset: str = "auto", force:
         try:
             item = _plan_gpu(gpu, number, entry, reset, force, out["notes"])
         except _mig.MigError as exc:
-            out["problems"].append(f"{_short(gpu)}: {exc}" if not str(exc).startswith("GPU ") else str(exc))
+            out["problems"].append(str(exc) if _short(gpu) in str(exc) else f"{_short(gpu)}: {exc}")
             out["gpus"].append(_unmanaged(gpu, number))
             continue
         out["problems"].extend(item.pop("problems"))
