@@ -269,7 +269,7 @@ def test_a_fault_at_every_write_leaves_a_state_the_next_run_converges_from(sim, 
 def _random_request(rng, model):
     names = [p["name"] for p in catalogue.MODELS[model]["mig"]["gpu_instance_profiles"]]
     names += [f"{c}c.{n}" for n in names for c in (1, 2, 3, 5)]
-    return {rng.choice(names): rng.randint(0, 4) for _ in range(rng.randint(1, 3))}
+    return {rng.choice(names): rng.randint(0, 4) for _pick in range(rng.randint(1, 3))}
 
 
 CHECK_CASES = [(m, s) for m in ("A100-SXM4-40GB", "H100-SXM5-80GB", "A30-24GB") for s in range(12)]
