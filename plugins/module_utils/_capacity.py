@@ -357,11 +357,18 @@ class Gpu:
 # --------------------------------------------------------------------------- bounds
 
 def lower_bound(slots: list[dict], replicas: list[dict]) -> int:
-    """A proven lower bound on the GPUs any plan of all replicas needs.
+    """A proven lower bound on the GPUs any plan of all replicas needs; the largest of four.
 
-    The largest of: (memory) the fewest GPUs of the fleet whose memory together holds the replicas'
-    memory; (compute) the same for compute (a GPU offers at most 1); (alone) the replicas that need a
-    whole GPU to themselves (hard, and larger than every GPU instance of every MIG model in the fleet).
+    * memory: the fewest GPUs of the fleet whose memory together holds the replicas' memory;
+    * compute: the same for compute (a GPU offers at most 1);
+    * alone: the replicas that need a whole GPU to themselves (hard, and larger than every GPU instance
+      of every MIG model in the fleet);
+    * share: every replica takes at least a share of the GPU it lands on -- a sharer its memory over the
+      GPU's memory, a hard replica the memory slices of the smallest GPU instance that holds it over the
+      GPU's memory slices (the whole GPU where none does) -- and the shares on one GPU add up to at
+      most 1, because a GPU instance of s of S memory slices has at most s/S of the GPU's memory
+      (``test__capacity`` checks this for every catalogue profile).  So the sum over the replicas of
+      their smallest share over the fleet's models is a bound.
     """
     if not replicas:
         return 0
@@ -371,7 +378,21 @@ def lower_bound(slots: list[dict], replicas: list[dict]) -> int:
     by_memory = next((n + 1 for n, have in enumerate(prefix) if have >= need), len(sizes) + 1)
     by_compute = math.ceil(sum(r["plan_compute"] for r in replicas) - 1e-6)
     alone = sum(1 for r in replicas if r["isolation"] == "hard" and not _fits_some_gi(slots, r))
-    return max(by_memory, by_compute, alone, 1)
+    models = [s["model"] for s in _distinct(slots)]
+    by_share = math.ceil(sum(min(_share(m, r) for m in models) for r in replicas) - 1e-6)
+    return max(by_memory, by_compute, alone, by_share, 1)
+
+
+def _share(model: ModelInfo, r: dict) -> float:
+    """The least share of one GPU of this model that replica r takes (see lower_bound)."""
+    if r["isolation"] != "hard":
+        return r["memory"] / model.memory
+    p = model.min_profile(r["memory"], r["plan_compute"]) if model.mig else None
+    if p is None:
+        return 1.0
+    slots = max(a + b for gi in model.profiles for a, b in gi["placements"])
+    return min(p2["placements"][0][1] for p2 in model.usable
+               if p2["memory_mib"] >= r["memory"] and p2["_compute"] + EPS >= r["plan_compute"]) / slots
 
 
 def _fits_some_gi(slots: list[dict], r: dict) -> bool:

@@ -360,3 +360,13 @@ def test_the_exact_search_stops_at_its_budget():
                  "plan_compute": 0.0, "isolation": "hard", "latency_sensitive": False} for i in range(12)]
     found, complete = _capacity.exact(slots, replicas, None, budget=50)
     assert complete is False
+
+
+@pytest.mark.parametrize("key", [k for k, m in _catalogue.MODELS.items() if m["mig"]])
+def test_an_instance_has_at_most_its_memory_slices_share_of_the_memory(key):
+    """The premise of lower_bound's share bound."""
+    model = _catalogue.MODELS[key]
+    profiles = _catalogue.gi_profiles(model)
+    slices = max(a + b for p in profiles for a, b in p["placements"])
+    for p in profiles:
+        assert p["memory_mib"] * slices <= p["placements"][0][1] * model["memory_total_mib"], p["name"]
