@@ -743,15 +743,13 @@ def render(slots, wls, placed: list[Gpu], unplaced: list[dict], bound: int, opti
                 for a in assignments if a["host"] == host and a.get("mps")}
         hv.pop("_limits")
         if hv.pop("_mig_mps", False):
-            hv["mps_targets"] = ["all"]
-        hv["mps_state"] = "present" if hv["mps_targets"] else "absent"
-        if len(lims) == 1:
-            pct, mem = next(iter(lims))
-            hv["mps_default_active_thread_percentage"] = pct
-            hv["mps_default_device_pinned_mem_limit"] = mem
-        else:
-            hv["mps_default_active_thread_percentage"] = None
-            hv["mps_default_device_pinned_mem_limit"] = None
+            hv["mps_targets"] = ["all"]       # MIG device names exist only once the instances are created
+        if not hv["mps_targets"]:
+            del hv["mps_targets"]
+            continue
+        pct, mem = next(iter(lims)) if len(lims) == 1 else (None, None)
+        hv["mps_default_active_thread_percentage"] = pct
+        hv["mps_default_device_pinned_mem_limit"] = mem
     for r in unplaced:
         assignments.append({"workload": r["workload"], "replica": r["replica"], "host": None, "gpu": None,
                             "model": None, "profile": None, "device": None, "share": None})

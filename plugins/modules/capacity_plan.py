@@ -247,8 +247,8 @@ explanation:
 host_vars:
   description:
     - Per inventory host, the variables of the P(gpuops.sharing.mig#role) and P(gpuops.sharing.mps#role) roles
-      (C(mig_config), C(mps_targets), C(mps_state), C(mps_default_active_thread_percentage),
-      C(mps_default_device_pinned_mem_limit)).
+      (C(mig_config); and on hosts with MPS clients C(mps_targets), C(mps_default_active_thread_percentage) and
+      C(mps_default_device_pinned_mem_limit), the two limits null unless every client of the host has the same).
   returned: always
   type: dict
 """
