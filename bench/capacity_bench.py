@@ -108,7 +108,7 @@ def run():
     same = cases = 0
     start = time.perf_counter()
     while cases < 60:
-        models = [rng.choice(SMALL) for _ in range(rng.randint(1, 3))]
+        models = [rng.choice(SMALL) for _n in range(rng.randint(1, 3))]
         wls, left = [], rng.randint(1, 6)
         while left:
             n = rng.randint(1, left)
@@ -122,7 +122,7 @@ def run():
             continue
         cases += 1
         reps = [{"isolation": w["isolation"], "latency_sensitive": w["latency_sensitive"], "compute": w["compute"],
-                 "memory": cap.parse_memory(w["memory"], "memory")} for w in wls for _ in range(w["replicas"])]
+                 "memory": cap.parse_memory(w["memory"], "memory")} for w in wls for _n in range(w["replicas"])]
         best = capacity_brute.optimum([_catalogue.find_model(m)["key"] for m in models], reps)
         mine = (result["gpus_used"], sum(_catalogue.MODELS[g["model"]]["memory_total_mib"] for g in result["gpus"])) \
             if result["feasible"] else None

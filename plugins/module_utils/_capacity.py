@@ -826,8 +826,8 @@ def validate(result: dict, gpus: list, workloads: list) -> list[str]:
             devices.setdefault(a["device"], []).append(a)
         for label, members in devices.items():
             profile = members[0]["profile"]
-            cap = model.memory if profile is None else next(p["memory_mib"] for p in model.profiles
-                                                          if p["name"] == profile)
+            cap = model.memory if profile is None else next(
+                p["memory_mib"] for p in model.profiles if p["name"] == profile)
             share = 1.0 if profile is None else next(p["_compute"] for p in model.usable if p["name"] == profile)
             ws = [wls[a["workload"]] for a in members]
             if sum(w["memory"] for w in ws) > cap:

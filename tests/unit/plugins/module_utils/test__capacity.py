@@ -258,7 +258,7 @@ MODELS = ["A100-SXM4-80GB", "A30-24GB", "H100-SXM5-80GB", "T4", "L40S"]
 
 
 def random_case(rng, max_gpus, max_replicas):
-    fleet = [rng.choice(MODELS) for _ in range(rng.randint(1, max_gpus))]
+    fleet = [rng.choice(MODELS) for _n in range(rng.randint(1, max_gpus))]
     workloads, left = [], rng.randint(1, max_replicas)
     while left:
         n = rng.randint(1, left)
@@ -271,7 +271,7 @@ def random_case(rng, max_gpus, max_replicas):
 
 def brute_optimum(fleet, workloads):
     replicas = [{"isolation": w["isolation"], "latency_sensitive": w["latency_sensitive"], "compute": w["compute"],
-                 "memory": _capacity.parse_memory(w["memory"], "memory")} for w in workloads for _ in range(w["replicas"])]
+                 "memory": _capacity.parse_memory(w["memory"], "memory")} for w in workloads for _n in range(w["replicas"])]
     return capacity_brute.optimum([_catalogue.find_model(m)["key"] for m in fleet], replicas)
 
 
