@@ -44,7 +44,9 @@ Search: branch and bound over replicas (largest first) when there are at most EX
 with identical replicas in canonical order and states de-duplicated; a greedy best-fit with an
 improvement pass (empty the emptiest GPUs, move a GPU's contents to a smaller model) otherwise,
 and as the first incumbent of the exact search.  Work is bounded: MAX_REPLICAS, MAX_GPUS and a
-node budget (a search stopped by the budget reports ``optimal: false``).
+node budget (a search stopped by the budget says so in ``search``).  ``optimal`` means the fewest GPUs
+are proven (the exact search ran to its end, or the GPUs used meet the lower bound); only a complete exact
+search also proves the least memory among plans with that many GPUs.
 """
 
 from __future__ import annotations
@@ -642,18 +644,20 @@ def plan(gpus: list, workloads: list) -> dict:
                              "isolation": w["isolation"], "latency_sensitive": w["latency_sensitive"]})
     bound = lower_bound(slots, replicas)
     placed, unplaced = greedy(slots, replicas)
+    search = "heuristic"
     optimal = False
     if len(replicas) <= EXACT_REPLICAS:
         found, complete = exact(slots, replicas, None if unplaced else placed)
         if found is not None:
             placed, unplaced = found, []
+        search = "exact" if complete else "exact, stopped at its budget"
         optimal = complete and not unplaced
     if not unplaced and _cost(placed)[0] == bound:
         optimal = True
-    return render(slots, wls, placed, unplaced, bound, optimal)
+    return {**render(slots, wls, placed, unplaced, bound, optimal), "search": search}
 
 
-EMPTY = {"changed": False, "feasible": False, "optimal": False, "gpus_used": 0, "lower_bound": 0, "gap": None,
+EMPTY = {"changed": False, "feasible": False, "optimal": False, "search": None, "gpus_used": 0, "lower_bound": 0, "gap": None,
          "stranded_memory_mib": 0, "gpus": [], "assignments": [], "unplaced": [], "explanation": {}, "host_vars": {}}
 
 

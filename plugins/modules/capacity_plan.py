@@ -147,9 +147,18 @@ feasible:
   returned: always
   type: bool
 optimal:
-  description: The plan is proven to use the fewest GPUs, then the least memory (exact search, or the lower bound met).
+  description:
+    - The plan is proven to use the fewest GPUs possible (the exact search ran to its end, or RV(gpus_used) equals
+      RV(lower_bound)).
+    - When RV(search) is V(exact), it also has the least memory of all plans with that many GPUs.
   returned: always
   type: bool
+search:
+  description:
+    - V(exact) (at most 12 replicas, searched to the end), V(exact, stopped at its budget) or V(heuristic); null
+      when the input was refused.
+  returned: always
+  type: str
 gpus_used:
   description: GPUs the plan uses.
   returned: always

@@ -291,7 +291,7 @@ def test_exact_on_small_cases_equals_the_brute_force():
         except _capacity.CapacityError:
             continue
         assert planned_cost(result) == brute_optimum(fleet, workloads), (fleet, workloads)
-        assert result["optimal"] == result["feasible"]
+        assert result["optimal"] == result["feasible"] and result["search"] == "exact"
         compared += 1
     assert compared >= 40
 
@@ -352,6 +352,7 @@ def test_a_thousand_replicas_over_five_hundred_gpus_in_under_ten_seconds():
     result = _capacity.plan(gpus, workloads)
     assert time.process_time() - start < 10
     assert result["feasible"] and _capacity.validate(result, gpus, workloads) == []
+    assert result["search"] == "heuristic" and result["gap"] == result["gpus_used"] - result["lower_bound"]
 
 
 def test_the_exact_search_stops_at_its_budget():
