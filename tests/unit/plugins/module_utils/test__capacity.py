@@ -371,3 +371,36 @@ def test_an_instance_has_at_most_its_memory_slices_share_of_the_memory(key):
     slices = max(a + b for p in profiles for a, b in p["placements"])
     for p in profiles:
         assert p["memory_mib"] * slices <= p["placements"][0][1] * model["memory_total_mib"], p["name"]
+
+
+def test_host_vars_are_what_the_mig_and_mps_roles_take():
+    """The mig role's config parser and the mps module's target resolver accept the plan's host_vars."""
+    from ansible_collections.gpuops.sharing.plugins.module_utils import _mig_config, _mps
+
+    gpus = [{"host": "a", "model": "A100-SXM4-80GB", "count": 3}, {"host": "b", "model": "L40S", "count": 2}]
+    workloads = [{"name": "iso", "memory": "30GiB", "isolation": "hard", "replicas": 3},
+                 {"name": "s", "memory": "6GiB", "compute": 0.1, "isolation": "soft", "replicas": 14},
+                 {"name": "big", "memory": "40GiB", "compute": 0.5, "isolation": "soft", "replicas": 2}]
+    result = plan(gpus, workloads)
+    assert result["feasible"]
+    for host, hv in result["host_vars"].items():
+        entries = _mig_config.normalize_entries(hv["mig_config"], f"{host} mig_config")
+        inventory = []
+        for entry, gpu in zip(entries, [g for g in result["gpus"] if g["host"] == host]):
+            info = _capacity.model_info(gpu["model"])
+            assert entry["mig_enabled"] == gpu["mig_enabled"] and entry["devices"] == [gpu["index"]]
+            devices = []
+            if gpu["mig_enabled"]:
+                specs = _mig.layout_from_mig_devices(info.profiles, entry["mig_devices"], gpu["model"])
+                for spec, (start, _size) in zip(specs, _mig.place_gis(info.profiles, specs, [])):
+                    devices.append({"uuid": f"MIG-{host}-{gpu['index']}-{start}", "gpu_instance_start": start,
+                                    "compute_instance_start": 0, "memory_total_mib": info.by_id[spec["profile_id"]]["memory_mib"]})
+            inventory.append({"index": gpu["index"], "uuid": f"GPU-{host}-{gpu['index']}", "name": info.name,
+                              "mig_enabled": gpu["mig_enabled"], "mig_devices": devices, "memory_total_mib": info.memory})
+        if "mps_targets" in hv:
+            targets, _warnings = _mps.resolve_targets(hv["mps_targets"], inventory)
+            planned = {g["index"] for g in result["gpus"] if g["host"] == host and g["mps"]["enabled"]}
+            assert planned <= {t["gpu_index"] for t in targets}
+            limit = hv["mps_default_device_pinned_mem_limit"]
+            if limit is not None:
+                _mps.validate_limit_fits(targets, _mps.parse_size(limit), limit)
