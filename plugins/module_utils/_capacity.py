@@ -64,7 +64,7 @@ MAX_REPLICAS = 5000
 MAX_GPUS = 5000
 MAX_WORKLOADS = 1000
 EXACT_REPLICAS = 12
-NODE_BUDGET = 200_000
+NODE_BUDGET = 50_000
 EPS = 1e-9
 
 _MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]+)\s*$")
@@ -538,7 +538,7 @@ def exact(slots: list[dict], replicas: list[dict], incumbent: list[Gpu] | None, 
     pools: dict[str, list[dict]] = {}
     for s in slots:
         pools.setdefault(s["model"].key, []).append(s)
-    keys = list(pools)
+    keys = sorted(pools, key=lambda key: pools[key][0]["model"].memory)   # small GPUs first: least memory
     biggest = max(s["model"].memory for s in slots)
     best = {"cost": _cost(incumbent) if incumbent is not None else (math.inf, math.inf), "gpus": incumbent}
     seen: set = set()
@@ -563,9 +563,9 @@ def exact(slots: list[dict], replicas: list[dict], incumbent: list[Gpu] | None, 
             if cost < best["cost"]:
                 best.update(cost=cost, gpus=[g.copy() for g in gpus])
             return
-        free_mem = sum(g.model.memory - g.used_memory() for g in gpus)
-        more = max(0, math.ceil((suffix_mem[k] - free_mem) / biggest))
-        if (cost[0] + more, cost[1]) >= best["cost"]:     # a lower bound of every completion
+        extra = max(0, suffix_mem[k] - sum(g.model.memory - g.used_memory() for g in gpus))
+        # a lower bound of every completion: the memory left over needs GPUs of at least that much memory
+        if (cost[0] + math.ceil(extra / biggest), cost[1] + extra) >= best["cost"]:
             return
         r = order[k]
         floor = last.get(r["w"], (-1, -1))     # identical replicas: canonical (gpu, device) order

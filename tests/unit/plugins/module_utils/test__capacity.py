@@ -404,3 +404,16 @@ def test_host_vars_are_what_the_mig_and_mps_roles_take():
             limit = hv["mps_default_device_pinned_mem_limit"]
             if limit is not None:
                 _mps.validate_limit_fits(targets, _mps.parse_size(limit), limit)
+
+
+def test_a_hard_exact_search_is_cut_at_its_budget_and_still_gives_a_valid_plan():
+    gpus = [{"model": key, "count": 50} for key in _catalogue.MODELS]
+    rng = random.Random(0)
+    workloads = [{"name": f"w{i}", "memory": f"{rng.randint(1, 60)}GiB", "compute": rng.choice([None, 0.05, 0.15, 0.3]),
+                  "isolation": rng.choice(_capacity.ISOLATIONS), "latency_sensitive": rng.random() < 0.3}
+                 for i in range(12)]
+    start = time.process_time()
+    result = plan(gpus, workloads)
+    assert time.process_time() - start < 30
+    assert result["feasible"] and result["search"] == "exact, stopped at its budget"
+    assert result["gpus_used"] >= result["lower_bound"]
