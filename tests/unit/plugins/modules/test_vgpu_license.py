@@ -22,7 +22,7 @@ from gpusim import state as simstate
 
 from ...conftest import run_module
 
-KEYS = {"changed", "path", "config", "config_changes", "backup_file", "token", "tokens_removed", "restarted",
+KEYS = {"changed", "path", "config", "config_changes", "backup_file", "token", "tokens_removed", "restarted", "operations", "done",
         "restart_required",
         "waited", "license"}
 
@@ -280,72 +280,55 @@ def test_old_driver_without_the_nvml_call_falls_back_to_nvidia_smi(guest):
     assert lic["feature"] == "NVIDIA Virtual Compute Server" and lic["expiry"].endswith("Z")
 
 
-# ---- restart where no service manager runs: stop the running nvidia-gridd, start it again -------------------
+# ---- the daemon as its pid file names it (restart where no service manager runs) ----------------------------
 
-class Procs:
-    """A process table with nvidia-gridd daemons that stop on SIGTERM (or not)."""
-
-    def __init__(self, running, stubborn=()):
-        self.running = list(running)
-        self.stubborn = set(stubborn)
-        self.killed = []
-        self.commands = []
-
-    def pids(self):
-        return list(self.running)
-
-    def kill(self, pid, sig):
-        self.killed.append((pid, sig))
-        if pid not in self.stubborn:
-            self.running.remove(pid)
-
-    def run(self, argv):
-        self.commands.append(argv)
-        return (0, "", "") if argv[0] != "/bad/nvidia-gridd" else (1, "", "cannot open /dev/nvidia0")
+def _proc(root, pid, comm, state="S"):
+    (root / str(pid)).mkdir()
+    (root / str(pid) / "comm").write_text(comm + "\n")
+    (root / str(pid) / "stat").write_text(f"{pid} ({comm}) {state} 1 1 1\n")
 
 
-@pytest.mark.parametrize(("running", "binary", "stubborn", "error"), [
-    ([101, 102], "/usr/bin/nvidia-gridd", (), None),
-    ([], "/usr/bin/nvidia-gridd", (), None),
-    ([101], None, (), "no service manager runs and nvidia-gridd was not found on PATH: is the vGPU guest driver "
-                      "installed? Set restart: false"),
-    ([101], "/usr/bin/nvidia-gridd", (101,), "nvidia-gridd (pid 101) did not stop within 0.3 s"),
-    ([], "/bad/nvidia-gridd", (), "/bad/nvidia-gridd failed to start (rc=1): cannot open /dev/nvidia0"),
+@pytest.mark.parametrize(("pidfile", "pid", "others"), [
+    ("7\n", 7, [9]),          # the file's daemon; 9 has the name but is not it: reported, never signalled
+    ("8\n", None, [7, 9]),    # a pid reused by another program is not the daemon
+    ("11\n", None, [7, 9]),   # a zombie
+    ("12\n", None, [7, 9]),   # gone: a stale file
+    ("x\n", None, [7, 9]),
+    (None, None, [7, 9]),
 ])
-def test_restart_without_a_service_manager(running, binary, stubborn, error):
-    procs = Procs(running, stubborn)
-    how, message = _gridd_host.restart(procs.run, "/usr/bin/systemctl", binary, booted=False, stop_timeout=0.3,
-                                       sleep=lambda _s: None, pids=procs.pids, kill=procs.kill)
-    assert (message or "").startswith(error or "") and (message is None) == (error is None)
-    assert ["/usr/bin/systemctl", "restart", "nvidia-gridd"] not in procs.commands   # systemd does not run
-    if binary:
-        assert procs.killed == [(pid, 15) for pid in running]
-    if error is None:
-        assert how == "nvidia-gridd" and procs.commands == [[binary]]
+def test_daemon_state_trusts_the_pid_file_not_the_name(tmp_path, pidfile, pid, others):
+    proc = tmp_path / "proc"
+    proc.mkdir()
+    for number, comm, state in ((7, "nvidia-gridd", "S"), (8, "python3", "S"), (9, "nvidia-gridd", "S"),
+                                (10, "nvidia-gridd-x", "S"), (11, "nvidia-gridd", "Z")):
+        _proc(proc, number, comm, state)
+    path = tmp_path / "nvidia-gridd.pid"
+    if pidfile is not None:
+        path.write_text(pidfile)
+    state = _gridd_host.daemon_state(str(path), str(proc))
+    assert state == {"pidfile": str(path), "pid": pid, "others": others}
 
 
-@pytest.mark.parametrize(("systemctl", "rc", "error"), [
-    ("/usr/bin/systemctl", 0, None),
-    ("/usr/bin/systemctl", 1, "systemctl restart nvidia-gridd failed (rc=1): Job for nvidia-gridd.service failed"),
-    (None, 0, "systemd runs but systemctl was not found"),
-])
-def test_restart_with_systemd(systemctl, rc, error):
-    calls = []
-
-    def run(argv):
-        calls.append(argv)
-        return rc, "", "Job for nvidia-gridd.service failed" if rc else ""
-
-    how, message = _gridd_host.restart(run, systemctl, "/usr/bin/nvidia-gridd", booted=True,
-                                       pids=lambda: pytest.fail("no process is signalled under systemd"))
-    assert (message or "").startswith(error or "") and (message is None) == (error is None)
-    assert calls == ([[systemctl, "restart", "nvidia-gridd"]] if systemctl else [])
+def test_pid_file_that_is_a_link_is_not_read(tmp_path):
+    proc = tmp_path / "proc"
+    proc.mkdir()
+    _proc(proc, 7, "nvidia-gridd")
+    (tmp_path / "real").write_text("7\n")
+    os.symlink(tmp_path / "real", tmp_path / "nvidia-gridd.pid")
+    assert _gridd_host.daemon_state(str(tmp_path / "nvidia-gridd.pid"), str(proc))["pid"] is None
 
 
-def test_gridd_pids_match_the_process_name(tmp_path):
-    for pid, comm in ((7, "nvidia-gridd"), (8, "python3"), (9, "nvidia-gridd-x")):
-        (tmp_path / str(pid)).mkdir()
-        (tmp_path / str(pid) / "comm").write_text(comm + "\n")
-    (tmp_path / "self").mkdir()
-    assert _gridd_host.gridd_pids(str(tmp_path)) == [7]
+def test_systemd_booted(tmp_path):
     assert _gridd_host.systemd_booted(str(tmp_path / "absent")) is False and _gridd_host.systemd_booted(str(tmp_path))
+
+
+def test_restart_failure_after_the_writes_reports_changed_and_done(guest):
+    guest.token = "not-a-token"     # the stand-in daemon refuses it: systemctl restart fails
+    result, failed = guest.run()
+    assert failed and result["changed"] is True and result["restarted"] is False
+    assert result["done"] == [f"create the token folder {guest.tokens}",
+                              f"write the client configuration token {guest.token_file()} (mode 0744)",
+                              f"write {guest.conf}"]
+    assert "Completed before the failure: create the token folder" in result["msg"]
+    assert result["operations"][-2:] == ["restart nvidia-gridd (systemctl restart nvidia-gridd)",
+                                         "wait up to 0 s until the VM is licensed"]
