@@ -767,7 +767,10 @@ def plan_run(facts: dict, request: dict) -> dict:
     problems: list[str] = []
     ops: list = []
     new_text, changes = plan(facts["text"], request["desired"], request["remove"])
+    absent = request.get("state", "present") == "absent"
     token = {"write": False, "chmod": False, "remove": []}
+    if absent and facts["token_kind"] in ("file", "link"):
+        token["remove"].append(request["token_name"])     # unlinking a link removes the link, not its target
     if content is not None:
         if facts["token_kind"] == "file":
             token["write"] = facts["token_content"] != content
@@ -775,7 +778,7 @@ def plan_run(facts: dict, request: dict) -> dict:
         else:
             token["write"] = True
     if request["remove_other_tokens"]:
-        token["remove"] = [n for n in facts["tokens"] if n != request["token_name"]]
+        token["remove"] += [n for n in facts["tokens"] if n != request["token_name"]]
     touches_folder = token["write"] or token["chmod"] or bool(token["remove"])
 
     if facts["dangling"]:
@@ -810,7 +813,24 @@ def plan_run(facts: dict, request: dict) -> dict:
                       {"path": facts["write_path"], "backup": request["backup"] and facts["text"] is not None}))
 
     writes = bool(ops)
-    if writes and request["restart"]:
+    restart = writes and request["restart"]
+    unit = facts.get("unit")
+    if request.get("enable") and facts["systemd"] and not absent:
+        if unit is None:
+            problems.append("systemd runs but systemctl was not found; cannot enable nvidia-gridd.service")
+        elif unit["load"] != "loaded":
+            problems.append(f"{SERVICE_UNIT} is not installed (systemctl show: LoadState={unit['load']}): install "
+                            f"the vGPU guest driver of your NVIDIA vGPU software release, which ships the unit, or "
+                            f"set enable: false")
+        elif unit["file_state"] == "masked":
+            problems.append(f"{SERVICE_UNIT} is masked; unmask it (systemctl unmask nvidia-gridd) or set "
+                            f"enable: false")
+        else:
+            if unit["file_state"] not in UNIT_ENABLED_STATES:
+                ops.append(Op("enable_unit", SERVICE_UNIT, f"enable {SERVICE_UNIT} (systemctl enable nvidia-gridd)"))
+            if unit["active"] != "active" and not restart:
+                ops.append(Op("start_unit", SERVICE_UNIT, f"start {SERVICE_UNIT} (systemctl start nvidia-gridd)"))
+    if restart:
         daemon = facts["daemon"]
         if facts["systemd"]:
             if not facts["binaries"].get("systemctl"):
@@ -833,10 +853,33 @@ def plan_run(facts: dict, request: dict) -> dict:
             else:
                 text = "start nvidia-gridd (no nvidia-gridd was running)"
         ops.append(Op("restart", "nvidia-gridd", text, {"pid": daemon.get("pid")}))
-    if request["wait"]:
+    if request["wait"] and not absent:
         if facts["license_error"] is None and facts["license"]["state"] == "unknown":
             problems.append("no GPU of this host supports vGPU software licensing: " + unlicensed_reason(
                 facts["license"]) + "; set wait: false to only write the configuration")
         ops.append(Op("wait", "license", f"wait up to {request['timeout']} s until the VM is licensed", writes=False))
     return {"ops": ops, "problems": problems, "new_text": new_text, "changes": changes, "token": token,
             "writes": writes}
+
+
+SERVICE_UNIT = "nvidia-gridd.service"
+# systemctl's UnitFileState values under which the unit starts at boot (or needs no enabling)
+UNIT_ENABLED_STATES = ("enabled", "enabled-runtime", "static", "alias", "indirect", "generated", "transient")
+
+
+def parse_unit_show(text: str) -> dict:
+    """``systemctl show --property=LoadState,UnitFileState,ActiveState`` as load/file_state/active."""
+    values = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+    return {"load": values.get("LoadState", ""), "file_state": values.get("UnitFileState", ""),
+            "active": values.get("ActiveState", "")}
+
+
+def validate_state(state: str, desired: dict, content) -> None:
+    """state=absent removes; it takes nothing to set."""
+    if state != "absent":
+        return
+    given = [option for option in KEYS if option in desired]
+    if given or content is not None:
+        names = ", ".join(given + (["token_content"] if content is not None else []))
+        raise GriddError(f"state=absent removes the token and the keys listed in remove; it takes no values to set "
+                         f"({names} given): drop them, or list the keys to take out in remove")

@@ -344,7 +344,10 @@ class HostGridd:
             facts.update(link=target, write_path=target, dangling=not os.path.exists(target))
         facts["text"] = None if facts["dangling"] else read_text(facts["write_path"])
         current = _gridd.current_values(_gridd.parse(facts["text"] or ""))
-        tdir = _gridd.token_dir(self.request["desired"], self.request["remove"], current)
+        if self.request.get("state") == "absent":   # the folder the daemon reads now, whatever remove takes out
+            tdir = _gridd.token_dir({}, [], current)
+        else:
+            tdir = _gridd.token_dir(self.request["desired"], self.request["remove"], current)
         tpath = os.path.join(tdir, self.request["token_name"])
         facts.update(token_dir=tdir, token_dir_kind=kind_of(tdir), token_path=tpath, token_content=None,
                      token_mode=None)
@@ -358,7 +361,16 @@ class HostGridd:
         facts["tokens"] = sorted(n for n in _listdir(tdir) if n.endswith(".tok")) \
             if facts["token_dir_kind"] == "dir" else []
         facts["systemd"] = systemd_booted()
-        facts["daemon"] = {"pidfile": PIDFILE, "pid": None, "others": []} if facts["systemd"] else daemon_state()
+        pidfile = self.request.get("pid_file") or PIDFILE
+        facts["daemon"] = {"pidfile": pidfile, "pid": None, "others": []} if facts["systemd"] \
+            else daemon_state(pidfile)
+        facts["unit"] = None
+        if facts["systemd"] and self.request.get("enable") and self.binaries.get("systemctl"):
+            rc, out, err = self.run_command([self.binaries["systemctl"], "show",
+                                             "--property=LoadState,UnitFileState,ActiveState", SERVICE])
+            if rc != 0:
+                raise _gridd.GriddError(f"systemctl show {SERVICE} failed (rc={rc}): {(err or out).strip()}")
+            facts["unit"] = _gridd.parse_unit_show(out)
         facts["binaries"] = dict(self.binaries)
         facts["license"], facts["license_error"] = self.read_license()
         self.facts = facts
@@ -419,6 +431,12 @@ class HostGridd:
                 self.backup_file = self.backup(target)
             os.makedirs(os.path.dirname(target) or ".", mode=0o755, exist_ok=True)
             write_file(self.atomic_move, target, encode_text(self.planned["new_text"]))
+        elif kind in ("enable_unit", "start_unit"):
+            verb = "enable" if kind == "enable_unit" else "start"
+            rc, out, err = self.run_command([self.binaries["systemctl"], verb, SERVICE])
+            if rc != 0:
+                raise RunError(f"systemctl {verb} {SERVICE} failed (rc={rc}): {(err or out).strip()}"
+                               + self._log_text(), result=self.partial())
         elif kind == "restart":
             self._restart(facts, op)
             self.restarted = True
@@ -477,7 +495,7 @@ class HostGridd:
     def _log_text(self) -> str:
         lines = gridd_log(self.run_command, self.binaries.get("journalctl"))
         if not lines:
-            return ". No nvidia-gridd log lines were found (journalctl -u nvidia-gridd, /var/log/messages)."
+            return ". No nvidia-gridd log lines were found (journalctl -u nvidia-gridd, /var/log/messages)"
         return ". Last nvidia-gridd log lines:\n" + "\n".join(lines)
 
     # ------------------------------------------------------------------ verify and report
@@ -506,6 +524,8 @@ class HostGridd:
         tpath = facts.get("token_path")
         writes = planned.get("writes", False) and not refused
         present = (self.request["content"] is not None and not refused) or facts.get("token_kind") == "file"
+        if self.request.get("state") == "absent" and not refused:
+            present = False
         return {
             "path": facts.get("path", self.request["path"]),
             "config": _gridd.config_view(facts.get("text") if refused else planned.get("new_text")),

@@ -184,6 +184,31 @@ options:
     description: Seconds to wait for the license (O(wait=true)); V(0) checks once.
     type: int
     default: 120
+  state:
+    description:
+      - V(present) configures licensing as the other options say.
+      - V(absent) removes what a V(present) run installed - the token O(token_name) from the token folder (with
+        O(remove_other_tokens=true) every other C(.tok) file too) and the C(gridd.conf) keys listed in O(remove) -
+        then restarts C(nvidia-gridd) (O(restart)) so that it reads the configuration without them; the VM is then
+        unlicensed. It takes no values to set, leaves C(gridd.conf) itself, the token folder and the
+        C(nvidia-gridd.service) of the driver in place, and does not wait (O(wait) does not apply).
+    type: str
+    choices: [present, absent]
+    default: present
+  enable:
+    description:
+      - Where systemd runs, also enable C(nvidia-gridd.service) (the unit the guest driver installs) and start it
+        when it is not running, in the same run (one C(systemctl show) reads its state). The module refuses
+        before anything changes when the unit is not installed or is masked.
+      - Ignored where no service manager runs, and with O(state=absent).
+    type: bool
+    default: false
+  pid_file:
+    description:
+      - The pid file of the running C(nvidia-gridd), read where no service manager runs to stop the daemon for a
+        restart. The default is where NVIDIA's daemon writes it.
+    type: path
+    default: /var/run/nvidia-gridd/nvidia-gridd.pid
 notes:
   - Licensing fails when the VM clock is far off; keep it synchronised (the P(gpuops.sharing.vgpu_guest#role) role
     checks it).
@@ -229,6 +254,12 @@ EXAMPLES = r"""
     feature_type: 1
     restart: false
     wait: false
+  become: true
+
+- name: Remove the token and the keys a present run set (the VM is then unlicensed)
+  gpuops.sharing.vgpu_license:
+    state: absent
+    remove: [feature_type]
   become: true
 
 - name: Move from the legacy server to NLS
@@ -372,6 +403,9 @@ def argument_spec() -> dict:
         "restart": {"type": "bool", "default": True},
         "wait": {"type": "bool", "default": True},
         "timeout": {"type": "int", "default": 120},
+        "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
+        "enable": {"type": "bool", "default": False},
+        "pid_file": {"type": "path", "default": _gridd_host.PIDFILE},
     }
 
 
@@ -392,7 +426,9 @@ def main() -> None:
                    "content": None if params["token_content"] is None
                    else _gridd.validate_token_content(params["token_content"]),
                    "remove_other_tokens": params["remove_other_tokens"], "backup": params["backup"],
-                   "restart": params["restart"], "wait": params["wait"], "timeout": params["timeout"]}
+                   "restart": params["restart"], "wait": params["wait"], "timeout": params["timeout"],
+                   "state": params["state"], "enable": params["enable"], "pid_file": params["pid_file"]}
+        _gridd.validate_state(params["state"], desired, request["content"])
     except _gridd.GriddError as exc:
         module.fail_json(msg=str(exc), **empty)
 

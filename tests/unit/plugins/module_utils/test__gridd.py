@@ -674,3 +674,32 @@ def test_plan_run_restart_names_the_pid_of_the_pid_file():
     assert restart.data == {"pid": 77}
     assert restart.text == ("restart nvidia-gridd (SIGTERM to pid 77 of /run/nvidia-gridd/nvidia-gridd.pid, then "
                             "start nvidia-gridd)")
+
+
+@pytest.mark.parametrize("kind", ["file", "link"])
+def test_plan_run_absent_removes_the_token_and_never_waits(kind):
+    facts = _facts(text="FeatureType=1\n", token_kind=kind, tokens=["client_configuration_token.tok", "old.tok"])
+    planned = _gridd.plan_run(facts, _request(state="absent", content=None, desired={}, remove=["feature_type"]))
+    assert [(op.kind, op.target) for op in planned["ops"]] == [
+        ("remove_token", "/etc/nvidia/ClientConfigToken/client_configuration_token.tok"),
+        ("write_conf", "/etc/nvidia/gridd.conf"), ("restart", "nvidia-gridd")]
+    assert planned["problems"] == []
+
+
+@pytest.mark.parametrize(("unit", "kinds"), [
+    ({"load": "loaded", "file_state": "disabled", "active": "inactive"}, ["enable_unit", "start_unit"]),
+    ({"load": "loaded", "file_state": "enabled", "active": "inactive"}, ["start_unit"]),
+    ({"load": "loaded", "file_state": "static", "active": "active"}, []),
+])
+def test_plan_run_enable(unit, kinds):
+    facts = _facts(text="FeatureType=1\n", token_kind="file", token_content=b"tok", token_mode=0o744, unit=unit)
+    planned = _gridd.plan_run(facts, _request(enable=True, wait=False))
+    assert [op.kind for op in planned["ops"]] == kinds and not planned["writes"]
+    # with a file change the restart starts the unit: no separate start
+    changed = _gridd.plan_run(dict(facts, text="FeatureType=0\n"), _request(enable=True, wait=False))
+    assert "start_unit" not in [op.kind for op in changed["ops"]] and changed["ops"][-1].kind == "restart"
+
+
+def test_parse_unit_show():
+    assert _gridd.parse_unit_show("LoadState=loaded\nUnitFileState=enabled\nActiveState=active\n") == {
+        "load": "loaded", "file_state": "enabled", "active": "active"}

@@ -35,6 +35,7 @@ class Guest:
         self.calls = []
         self.warnings = []
         self.token = simlicense.make_token("dls.lab.example.com")
+        self.unit = {"LoadState": "loaded", "UnitFileState": "disabled", "ActiveState": "inactive"}
 
     def args(self, **extra) -> dict:
         base = {"path": self.conf, "client_config_token_path": self.tokens, "token_content": self.token,
@@ -58,6 +59,13 @@ def guest(sim, tmp_path, monkeypatch):
 
     def run_command(self, args, **kwargs):
         host.calls.append(list(args))
+        if args[:2] == ["systemctl", "show"]:
+            return 0, "\n".join(f"{k}={v}" for k, v in host.unit.items()) + "\n", ""
+        if args[:2] == ["systemctl", "enable"]:
+            host.unit["UnitFileState"] = "enabled"
+            return 0, "", ""
+        if args[:2] == ["systemctl", "start"]:
+            host.unit["ActiveState"] = "active"
         if args[0] == "systemctl":
             outcome, _lines = simlicense.start(host.conf, 4242)
             return (1, "", "Job for nvidia-gridd.service failed") if outcome.fatal else (0, "", "")
@@ -332,3 +340,51 @@ def test_restart_failure_after_the_writes_reports_changed_and_done(guest):
     assert "Completed before the failure: create the token folder" in result["msg"]
     assert result["operations"][-2:] == ["restart nvidia-gridd (systemctl restart nvidia-gridd)",
                                          "wait up to 0 s until the VM is licensed"]
+
+
+def test_enable_enables_and_starts_the_unit_in_the_same_run(guest):
+    guest.run(restart=False, wait=False)            # files in place, daemon never started
+    result, failed = guest.run(enable=True)
+    assert not failed, result["msg"]
+    assert result["done"] == ["enable nvidia-gridd.service (systemctl enable nvidia-gridd)",
+                              "start nvidia-gridd.service (systemctl start nvidia-gridd)"]
+    assert result["changed"] and not result["restart_required"] and not result["restarted"]
+    again, failed = guest.run(enable=True)
+    assert not failed and not again["changed"] and again["done"] == []
+    assert [c[1] for c in guest.calls if c[0] == "systemctl"] == ["show", "enable", "start", "show"]
+
+
+@pytest.mark.parametrize(("unit", "message"), [
+    ({"LoadState": "not-found", "UnitFileState": "", "ActiveState": "inactive"},
+     "nvidia-gridd.service is not installed (systemctl show: LoadState=not-found): install the vGPU guest driver"),
+    ({"LoadState": "loaded", "UnitFileState": "masked", "ActiveState": "inactive"},
+     "nvidia-gridd.service is masked; unmask it"),
+])
+def test_enable_refuses_a_missing_or_masked_unit_before_writing(guest, unit, message):
+    guest.unit = unit
+    result, failed = guest.run(enable=True)
+    assert failed and message in result["msg"] and result["changed"] is False
+    assert not os.path.exists(guest.conf) and not os.path.exists(guest.tokens)
+
+
+def test_absent_removes_the_token_and_the_listed_keys_then_restarts(guest):
+    first, failed = guest.run()
+    assert not failed and first["license"]["state"] == "licensed"
+    absent = {"path": guest.conf, "state": "absent", "remove": ["feature_type", "client_config_token_path"]}
+    result, failed = run_module(vgpu_license.main, absent)
+    assert not failed, result["msg"]
+    assert result["changed"] and result["restarted"] and result["done"][0] == f"remove the token {guest.token_file()}"
+    assert result["tokens_removed"] == [guest.token_file()] and result["token"]["present"] is False
+    assert not os.path.exists(guest.token_file()) and os.path.isdir(guest.tokens)
+    with open(guest.conf) as fh:   # the token was looked for where gridd.conf pointed before this run
+        assert [line for line in fh if line.startswith(("FeatureType=", "ClientConfigTokenPath="))] == []
+    assert result["config_changes"] == ["FeatureType: 1 -> (unset)", f"ClientConfigTokenPath: {guest.tokens} -> (unset)"]
+    again, failed = run_module(vgpu_license.main, absent)
+    assert not failed and not again["changed"] and again["done"] == []
+
+
+def test_absent_takes_no_values(guest):
+    result, failed = guest.run(state="absent")
+    assert failed and result["msg"].startswith("state=absent removes the token and the keys listed in remove; it "
+                                               "takes no values to set (feature_type, client_config_token_path, "
+                                               "token_content given)")

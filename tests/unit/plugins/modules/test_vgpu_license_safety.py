@@ -164,7 +164,6 @@ def no_systemd(guest, monkeypatch):
     monkeypatch.setenv("GPUSIM_GRIDD_RUNDIR", str(rundir))
     monkeypatch.setenv("GPUSIM_GRIDD_CONF", guest["conf"])
     monkeypatch.setattr(_gridd_host, "systemd_booted", lambda *a, **k: False)
-    monkeypatch.setattr(_gridd_host, "PIDFILE", str(rundir / "nvidia-gridd.pid"), raising=False)
     started = []
     yield rundir, started
     pidfile = rundir / "nvidia-gridd.pid"
@@ -202,7 +201,8 @@ def test_restart_without_systemd_signals_only_the_daemon_of_the_pid_file(guest, 
     started.append(first)
     decoy = _decoy(guest["tmp"])
     try:
-        result, failed = run_module(vgpu_license.main, args(guest, restart=True, wait=True, timeout=20))
+        result, failed = run_module(vgpu_license.main, args(guest, restart=True, wait=True, timeout=20,
+                                                         pid_file=str(rundir / "nvidia-gridd.pid")))
         assert not failed, result["msg"]
         assert result["restarted"] and result["license"]["state"] == "licensed"
         assert result["done"][-1] == f"restart nvidia-gridd (SIGTERM to pid {first} of {rundir}/nvidia-gridd.pid, " \
@@ -217,9 +217,11 @@ def test_restart_without_systemd_signals_only_the_daemon_of_the_pid_file(guest, 
 
 
 def test_restart_without_systemd_refuses_a_daemon_without_pid_file(guest, no_systemd):
+    rundir, _started = no_systemd
     decoy = _decoy(guest["tmp"])
     try:
-        result, failed = run_module(vgpu_license.main, args(guest, restart=True, wait=False))
+        result, failed = run_module(vgpu_license.main, args(guest, restart=True, wait=False,
+                                                            pid_file=str(rundir / "nvidia-gridd.pid")))
         assert failed and result["changed"] is False and result["done"] == []
         assert "nvidia-gridd runs (pid " in result["msg"] and "but no pid file names it" in result["msg"]
         assert str(decoy.pid) in result["msg"].split("but no pid file")[0]
