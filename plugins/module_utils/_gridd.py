@@ -855,8 +855,12 @@ def plan_run(facts: dict, request: dict) -> dict:
         ops.append(Op("restart", "nvidia-gridd", text, {"pid": daemon.get("pid")}))
     if request["wait"] and not absent:
         if facts["license_error"] is None and facts["license"]["state"] == "unknown":
-            problems.append("no GPU of this host supports vGPU software licensing: " + unlicensed_reason(
-                facts["license"]) + "; set wait: false to only write the configuration")
+            modes = ", ".join(g.get("virtualization_mode") or "unknown" for g in facts["license"]["gpus"])
+            problems.append("this host has no NVIDIA vGPU (GRID) guest driver: no GPU reports vGPU software "
+                            f"licensing (GPUs and their virtualization mode: {modes or 'none found'}). Install the "
+                            "guest driver of your NVIDIA vGPU software release (the -grid package or .run file, not "
+                            "the datacenter driver) in the VM; on bare metal or with a physical GPU in pass-through "
+                            "vGPU licensing does not apply. Set wait: false to only write the configuration")
         ops.append(Op("wait", "license", f"wait up to {request['timeout']} s until the VM is licensed", writes=False))
     return {"ops": ops, "problems": problems, "new_text": new_text, "changes": changes, "token": token,
             "writes": writes}

@@ -523,16 +523,18 @@ class HostGridd:
         tdir = facts.get("token_dir", "")
         tpath = facts.get("token_path")
         writes = planned.get("writes", False) and not refused
+        removed = [os.path.join(tdir, name) for name in token["remove"]]
         present = (self.request["content"] is not None and not refused) or facts.get("token_kind") == "file"
         if self.request.get("state") == "absent" and not refused:
             present = False
         return {
             "path": facts.get("path", self.request["path"]),
             "config": _gridd.config_view(facts.get("text") if refused else planned.get("new_text")),
-            "config_changes": [_gridd.change_text(*change) for change in planned.get("changes", [])],
+            "config_changes": [] if refused else [_gridd.change_text(*c) for c in planned.get("changes", [])],
             "backup_file": self.backup_file,
-            "token": {"path": tpath, "present": bool(present), "changed": bool(token["write"] or token["chmod"])},
-            "tokens_removed": [os.path.join(tdir, name) for name in token["remove"]],
+            "token": {"path": tpath, "present": bool(present),
+                      "changed": bool(token["write"] or token["chmod"] or tpath in removed) and not refused},
+            "tokens_removed": [] if refused else removed,
             "restarted": self.restarted,
             "restart_required": bool(writes and not self.restarted),
             "waited": self.waited,

@@ -651,7 +651,9 @@ def test_plan_run_steady_state_only_waits_and_writes_nothing():
     ({"systemd": False, "binaries": {}}, {}, "nvidia-gridd was not found on PATH"),
     ({"systemd": False, "daemon": {"pidfile": "/p", "pid": None, "others": [42]}}, {},
      "nvidia-gridd runs (pid 42) but no pid file names it (/p"),
-    ({"license": _gridd.empty_license("nvml")}, {}, "no GPU of this host supports vGPU software licensing"),
+    ({"license": _gridd.empty_license("nvml")}, {}, "this host has no NVIDIA vGPU (GRID) guest driver: no GPU "
+                                                    "reports vGPU software licensing (GPUs and their virtualization "
+                                                    "mode: none found)"),
 ])
 def test_plan_run_refusals(facts, request_, problem):
     planned = _gridd.plan_run(_facts(**facts), _request(**request_))

@@ -274,8 +274,10 @@ def test_host_without_vgpu_licensing_fails_at_once(sim, tmp_path, monkeypatch):
     monkeypatch.setattr(basic.AnsibleModule, "get_bin_path", lambda self, name, required=False, opt_dirs=None: None)
     result, failed = run_module(vgpu_license.main, {"path": str(tmp_path / "gridd.conf"), "feature_type": 1,
                                                     "restart": False, "timeout": 30})
-    assert failed and "no GPU of this host supports vGPU software licensing" in result["msg"]
-    assert result["waited"] < 5 and result["license"]["gpus"][0]["virtualization_mode"] == "none"
+    assert failed and result["msg"].startswith("this host has no NVIDIA vGPU (GRID) guest driver: no GPU reports "
+                                               "vGPU software licensing (GPUs and their virtualization mode: none)")
+    assert result["waited"] == 0 and result["license"]["gpus"][0]["virtualization_mode"] == "none"
+    assert result["changed"] is False and not os.path.exists(tmp_path / "gridd.conf")   # refused before writing
 
 
 def test_old_driver_without_the_nvml_call_falls_back_to_nvidia_smi(guest):

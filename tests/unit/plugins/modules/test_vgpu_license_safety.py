@@ -52,6 +52,7 @@ def test_symlink_at_the_token_path_is_refused_and_its_target_untouched(guest):
     result, failed = run_module(vgpu_license.main, args(guest))
     assert failed and result["changed"] is False and result["done"] == []
     assert f"{link} is a symbolic link" in result["msg"] and "remove it" in result["msg"]
+    assert result["token"]["changed"] is False and result["config_changes"] == [] and result["operations"]
     assert victim.read_text() == "precious\n" and oct(os.stat(victim).st_mode & 0o777) == "0o600"
     assert os.path.islink(link) and not os.path.exists(guest["conf"])   # refused before the first write
 
