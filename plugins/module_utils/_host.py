@@ -5,14 +5,14 @@
 """Host helpers every ``_<concern>_host.py`` shares. Private to this collection: not a public API.
 
 One place for: running a command in the C locale (so that the output parsed is the one the
-parsers were written for), and reading ``/proc`` (which processes run, under which name).
-No ansible imports: the boot-time code runs this with the host's python3.
+parsers were written for; ``C_LOCALE`` is also what the boot entry points put in the
+environment of the commands they run), and reading ``/proc`` (which processes run, under
+which name).  No ansible imports: the boot-time code runs this with the host's python3.
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
 
 C_LOCALE = {"LC_ALL": "C", "LANG": "C"}
 
@@ -24,25 +24,6 @@ def module_runner(module):
         environ = dict(C_LOCALE)
         environ.update(env or {})
         return module.run_command(argv, data=data, environ_update=environ)
-
-    return run
-
-
-def subprocess_runner(timeout: float | None = 120.0):
-    """The same seam for code that runs outside Ansible (the boot units)."""
-
-    def run(argv, data=None, env=None):
-        environ = dict(os.environ)
-        environ.update(C_LOCALE)
-        environ.update(env or {})
-        try:
-            proc = subprocess.run(argv, input=data, capture_output=True, text=True, env=environ, timeout=timeout,
-                                  check=False)
-        except OSError as exc:
-            return 127, "", str(exc)
-        except subprocess.TimeoutExpired:
-            return 124, "", f"{argv[0]} did not finish within {timeout:g} s"
-        return proc.returncode, proc.stdout, proc.stderr
 
     return run
 

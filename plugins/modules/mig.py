@@ -12,10 +12,15 @@ version_added: 0.1.0
 description:
   - Enables or disables MIG mode and creates GPU instances and compute instances so that each selected GPU holds
     exactly the layout you declare, in NVIDIA mig-parted's configuration format.
-  - Profile names, ids, slice counts and placements are read from the driver on the host, never from a table in
-    the module, so any layout that is valid on the GPU model is realised. A layout is turned into explicit
-    placements for the whole GPU before anything changes, so layouts whose creation order matters (the MIG User
-    Guide's C(-cgi 19,19,14,9) on an A100) work, and each instance is created with one call.
+  - Profile names, ids, slice counts and placements are read from the driver on the host, so any layout that is
+    valid on the GPU model is realised. Where the driver lists no profiles while MIG is off, NVIDIA's published
+    tables for the model stand in, and the driver's own list is read and compared right after the mode change,
+    before anything is created.
+  - Every GPU of the host is planned into operations (mode changes, resets, instances to destroy, instances to
+    create at explicit placements, down to each compute instance), and every refusal is decided for all GPUs
+    before the first write; check mode stops there, so its verdict is the real run's. Layouts whose creation
+    order matters (the MIG User Guide's C(-cgi 19,19,14,9) on an A100) work, and each instance is created with
+    one call. A failure after a write reports RV(done) and C(changed=true).
   - Existing GPU and compute instances that fit the new layout are kept, with their MIG device UUIDs; only what must
     go is destroyed, and new instances are placed around the kept ones. When kept instances leave the free slices
     too fragmented, the fewest instances are moved.
