@@ -28,7 +28,7 @@ description:
     the controller (O(token_src)) into C(/etc/nvidia/ClientConfigToken) (or the folder of
     O(client_config_token_path)) with mode C(0744), as NVIDIA documents, and optionally removes other tokens. A
     symbolic link (or any file that is not a regular file) at the token's path, or a token folder that is a link,
-    is refused before anything changes: the token is never written through a link.
+    is refused before anything changes; the token is never written through a link.
   - Plans the whole run before the first write and writes in a safe order - the token folder and token first, then
     C(gridd.conf) (so that a token that cannot be written never leaves C(gridd.conf) naming a folder without it),
     then the restart, then the wait. Every file is replaced through a temporary file in its own folder and
@@ -168,7 +168,7 @@ options:
         daemon whose pid C(/var/run/nvidia-gridd/nvidia-gridd.pid) holds (SIGTERM; only when that process is alive
         and named C(nvidia-gridd)) and running C(nvidia-gridd), which puts itself in the background.
       - Without systemd, a running C(nvidia-gridd) that no pid file names (started by hand, or the pid file was
-        removed) makes the module refuse before anything changes: it is not signalled by its name, which other
+        removed) makes the module refuse before anything changes; it is not signalled by its name, which other
         processes (another container's daemon in a shared PID namespace) may have too.
       - Set V(false) where no service runs, for example while building an image.
     type: bool
@@ -413,7 +413,8 @@ def main() -> None:
     module = AnsibleModule(argument_spec=argument_spec(), mutually_exclusive=[("token_content", "token_src")],
                            supports_check_mode=True)
     params = module.params
-    empty = dict(EMPTY, path=params["path"])
+    empty = dict(EMPTY)
+    empty["path"] = params["path"]
     if params["token_src"] is not None:
         module.fail_json(msg="token_src is read on the controller by the gpuops.sharing.vgpu_license action plugin; "
                              "call the module through Ansible (or give token_content)", **empty)

@@ -90,7 +90,7 @@ def test_six_parallel_runs_each_setting_a_key_keep_all_six(guest):
         proc.start()
     for proc in procs:
         proc.join(60)
-    outcomes = [queue.get(timeout=5) for _ in procs]
+    outcomes = [queue.get(timeout=5) for _proc in procs]
     assert all(not failed for _key, failed, _msg in outcomes), outcomes
     with open(guest["conf"]) as fh:
         text = fh.read()
@@ -202,8 +202,9 @@ def test_restart_without_systemd_signals_only_the_daemon_of_the_pid_file(guest, 
     started.append(first)
     decoy = _decoy(guest["tmp"])
     try:
+        pid_file = str(rundir / "nvidia-gridd.pid")
         result, failed = run_module(vgpu_license.main, args(guest, restart=True, wait=True, timeout=20,
-                                                         pid_file=str(rundir / "nvidia-gridd.pid")))
+                                                            pid_file=pid_file))
         assert not failed, result["msg"]
         assert result["restarted"] and result["license"]["state"] == "licensed"
         assert result["done"][-1] == f"restart nvidia-gridd (SIGTERM to pid {first} of {rundir}/nvidia-gridd.pid, " \
