@@ -509,6 +509,10 @@ class HostGridd:
             data, mode = read_token(facts["token_path"])
             if data != self.request["content"] or mode != _gridd.TOKEN_MODE:
                 problems.append(f"{facts['token_path']} does not hold the token with mode {_gridd.TOKEN_MODE:04o}")
+        for other in self.planned["token"]["remove"]:
+            path = os.path.join(facts["token_dir"], other)
+            if kind_of(path) != "missing":
+                problems.append(f"{path} is still there after removing it")
         if not self.request["wait"]:
             self.license, _error = self.read_license()
         return problems

@@ -15,7 +15,7 @@ import stat
 import pytest
 from ansible.module_utils import basic
 
-from ansible_collections.gpuops.sharing.plugins.module_utils import _gridd_host
+from ansible_collections.gpuops.sharing.plugins.module_utils import _gridd, _gridd_host
 from ansible_collections.gpuops.sharing.plugins.modules import vgpu_license
 from gpusim import license as simlicense
 from gpusim import state as simstate
@@ -390,3 +390,37 @@ def test_absent_takes_no_values(guest):
     assert failed and result["msg"].startswith("state=absent removes the token and the keys listed in remove; it "
                                                "takes no values to set (feature_type, client_config_token_path, "
                                                "token_content given)")
+
+
+# ---- bounded reads and the lock ----------------------------------------------------------------------------
+
+def test_path_that_is_not_a_regular_file_is_refused_at_once(guest, tmp_path):
+    fifo = tmp_path / "gridd.fifo"
+    os.mkfifo(fifo)
+    for path in (str(fifo), "/dev/zero"):
+        result, failed = guest.run(path=path, restart=False, wait=False)
+        assert failed and result["msg"] == f"path: {path} is not a regular file; give a regular file"
+        assert result["changed"] is False
+
+
+def test_oversized_gridd_conf_is_refused(guest):
+    os.makedirs(os.path.dirname(guest.conf))
+    with open(guest.conf, "wb") as fh:
+        fh.write(b"#" * (_gridd_host.CONF_MAX_BYTES + 1))
+    result, failed = guest.run(restart=False, wait=False)
+    assert failed and f"is {_gridd_host.CONF_MAX_BYTES + 1} bytes, more than the" in result["msg"]
+
+
+def test_lock_held_by_another_run_fails_with_a_clear_message(tmp_path):
+    held = _gridd_host.Lock(dirs=(str(tmp_path),), timeout=0.2)
+    held.acquire()
+    try:
+        other = _gridd_host.Lock(dirs=(str(tmp_path),), timeout=0.2)
+        with pytest.raises(_gridd.GriddError, match=r"another run of gpuops.sharing.vgpu_license holds .* for more "
+                                                    r"than 0.2 s; try again when it has finished"):
+            other.acquire()
+    finally:
+        held.release()
+    again = _gridd_host.Lock(dirs=(str(tmp_path),), timeout=0.2)
+    again.acquire()      # released: the next run gets it
+    again.release()
