@@ -98,9 +98,22 @@ class ConfigError(Exception):
     """A config the device plugin would refuse, or one this collection refuses; found before any write."""
 
 
+MISSING = object()
+
+
 def _plugin_error(where: str, value, plugin_text: str, valid: str) -> ConfigError:
-    shown = json.dumps(value) if not isinstance(value, str) else repr(value)
-    return ConfigError(f"{where}={shown}: the device plugin refuses it ({plugin_text!r}, {PLUGIN_SOURCE}); {valid}")
+    if value is MISSING:
+        head = f"{where} is missing"
+    else:
+        head = f"{where}=" + (repr(value) if isinstance(value, str) else _compact_or_repr(value))
+    return ConfigError(f"{head}: the device plugin refuses it ({plugin_text!r}, {PLUGIN_SOURCE}); {valid}")
+
+
+def _compact_or_repr(value) -> str:
+    try:
+        return json.dumps(value, separators=(", ", ": "))
+    except (TypeError, ValueError):
+        return repr(value)
 
 
 # --------------------------------------------------------------------------- JSON-ish types
@@ -435,7 +448,7 @@ def _replicated(raw, label: str, warnings: list[str]) -> dict:
         out["failRequestsGreaterThanOne"] = _bool(data["failRequestsGreaterThanOne"],
                                                   where + ".failRequestsGreaterThanOne")
     if "resources" not in data:
-        raise _plugin_error(where + ".resources", None, "no resources specified",
+        raise _plugin_error(where + ".resources", MISSING, "no resources specified",
                             "list at least one resource, e.g. [{name: nvidia.com/gpu, replicas: 4}]")
     resources = data["resources"]
     if resources is None:
@@ -466,11 +479,11 @@ def _resource(raw, where: str, rename_by_default: bool, label: str, warnings: li
                             "give a mapping with name and replicas")
     data = _exact_keys(raw, RESOURCE_KEYS, where + ".", warnings)
     if "name" not in data:
-        raise _plugin_error(where + ".name", None, "no resource name specified", "give name: nvidia.com/gpu")
+        raise _plugin_error(where + ".name", MISSING, "no resource name specified", "give name: nvidia.com/gpu")
     out = {"name": resource_name(data["name"], where + ".name")}
     devices = "all" if "devices" not in data else parse_devices(data["devices"], where + ".devices")
     if "replicas" not in data:
-        raise _plugin_error(where + ".replicas", None, "no replicas specified", "give replicas: an integer >= 2")
+        raise _plugin_error(where + ".replicas", MISSING, "no replicas specified", "give replicas: an integer >= 2")
     replicas = data["replicas"]
     if replicas is None:
         replicas = 0          # json null leaves the int at 0
@@ -869,3 +882,24 @@ def _emit(value, indent: int, lines: list[str]) -> None:
 def _empty(value) -> str:
     return "{}" if isinstance(value, dict) else "[]"
 
+
+
+# --------------------------------------------------------------------------- the whole plan
+
+def prepare(given, gpus: list[dict] | None, why_no_gpus: str | None, min_replica_memory_mib: int) -> dict:
+    """Everything the module decides: the normalised config, its text, what the node advertises, warnings.
+
+    ``gpus`` is None where the host has no NVML (``why_no_gpus`` says why); the node checks are then skipped.
+    Raises ConfigError for anything the plugin (or this collection) refuses.
+    """
+    config, warnings = validate(given)
+    if gpus is None:
+        warnings.append(f"the config was not checked against this host's GPUs ({why_no_gpus}): MPS client limits, "
+                        "MIG devices and memory shares are unchecked")
+    else:
+        warnings.extend(check_mps_node(config, gpus, min_replica_memory_mib))
+    resources, more = advertised(config, gpus)
+    warnings.extend(more)
+    return {"config": config, "content": render(config), "strategy": strategy(config), "resources": resources,
+            "resource_names": [r["name"] for r in resources], "gpus_checked": gpus is not None,
+            "warnings": warnings}

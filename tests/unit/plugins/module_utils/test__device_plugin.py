@@ -372,3 +372,9 @@ def test_render_is_yaml_of_the_config(name):
     text = dp.render(config)
     assert yaml.safe_load(text) == config
     assert text.startswith("# Managed by gpuops.sharing.device_plugin_config")
+
+
+def test_a_missing_key_is_named_as_missing():
+    with pytest.raises(dp.ConfigError, match=r"^sharing.timeSlicing.resources\[0\].replicas is missing: the device "
+                                             r"plugin refuses it \('no replicas specified'"):
+        dp.validate(ts({"name": "gpu"}))
