@@ -630,6 +630,12 @@ def validate(config) -> tuple[dict, list[str]]:
         out["imex"] = imex
     if "mps" in sharing:
         _check_mps_static(out, warnings)
+    for i, r in enumerate(sharing.get("timeSlicing", {}).get("resources", [])):
+        if r["name"] != f"{RESOURCE_PREFIX}/gpu" and not r["name"].startswith(f"{RESOURCE_PREFIX}/mig-"):
+            warnings.append(f"sharing.timeSlicing.resources[{i}].name={r['name']!r}: the device plugin's README says "
+                            "\"the only supported resource available for time-slicing are nvidia.com/gpu as well as "
+                            "any of the resource types that emerge from configuring a node with the mixed MIG "
+                            "strategy\"")
     return out, warnings
 
 
@@ -789,7 +795,7 @@ def mps_max_clients(compute_capability: str | None) -> int:
     """device.go: 48 from compute capability 7.5 (semver compare of v<cc> with v7.5), 16 before."""
     if not compute_capability:
         return MPS_MAX_CLIENTS
-    major, _, minor = compute_capability.lstrip("v").partition(".")
+    major, _dot, minor = compute_capability.lstrip("v").partition(".")
     try:
         cc = (int(major), int(minor or 0))
     except ValueError:
@@ -802,7 +808,7 @@ def check_mps_node(config: dict, gpus: list[dict], min_replica_memory_mib: int) 
     if strategy(config) != "mps":
         return []
     warnings: list[str] = []
-    found, _ = base_resources(config, gpus)
+    found = base_resources(config, gpus)[0]
     shared = config["sharing"]["mps"]
     for i, r in enumerate(shared["resources"]):
         where = f"sharing.mps.resources[{i}]"
@@ -881,7 +887,6 @@ def _emit(value, indent: int, lines: list[str]) -> None:
 
 def _empty(value) -> str:
     return "{}" if isinstance(value, dict) else "[]"
-
 
 
 # --------------------------------------------------------------------------- the whole plan

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from ansible_collections.gpuops.sharing.plugins.module_utils import _device_plugin as dp
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "device_plugin")
-EXAMPLES = sorted(f for f in os.listdir(FIXTURES) if f.endswith(".yaml") and "template" not in f)
-TEMPLATES = sorted(f for f in os.listdir(FIXTURES) if "template" in f)
+EXAMPLES = sorted(f for f in os.listdir(FIXTURES) if f.endswith(".yaml.txt") and "template" not in f)
+TEMPLATES = sorted(f for f in os.listdir(FIXTURES) if f.endswith(".yaml.txt") and "template" in f)
 
 
 def load(name: str):
@@ -54,12 +54,12 @@ def test_the_readme_templates_with_placeholders_are_refused(name):
 
 def test_readme_resource_names_and_counts():
     # README: "applied to a node with 8 GPUs ... advertise 80 nvidia.com/gpu.shared"
-    config, _ = dp.validate(load("readme-L437.yaml"))
+    config, _warnings = dp.validate(load("readme-L437.yaml.txt"))
     gpus = [{"index": i, "name": "NVIDIA A100", "uuid": f"GPU-{i}", "mig_enabled": False, "mig_devices": [],
              "memory_total_mib": 40960, "cuda_compute_capability": "8.0"} for i in range(8)]
-    resources, _ = dp.advertised(config, gpus)
+    resources, _warnings = dp.advertised(config, gpus)
     assert resources == [{"name": "nvidia.com/gpu.shared", "count": 80, "replicas": 10, "shares": "nvidia.com/gpu"}]
-    plain, _ = dp.advertised(dp.validate(load("readme-L413.yaml"))[0], gpus)
+    plain, _warnings = dp.advertised(dp.validate(load("readme-L413.yaml.txt"))[0], gpus)
     assert [(r["name"], r["count"]) for r in plain] == [("nvidia.com/gpu", 80)]
 
 
@@ -110,8 +110,8 @@ def test_readme_resource_names_and_counts():
     (ts({"name": "gpu", "replicas": "4"}), "json: cannot unmarshal string into Go value of type int"),
     (ts({"name": "gpu", "replicas": 2.5}), "json: cannot unmarshal number 2.5 into Go value of type int"),
     (ts({"name": 7, "replicas": 2}), "json: cannot unmarshal number into Go value of type string"),
-    (ts({"name": "$invalid$", "replicas": 2}), "incorrect format for resource name 'nvidia.com/$invalid$': "
-                                                "[a lowercase RFC 1123 subdomain must consist of lower case"),
+    (ts({"name": "$invalid$", "replicas": 2}),
+     "incorrect format for resource name 'nvidia.com/$invalid$': [a lowercase RFC 1123 subdomain must consist of lower case"),
     (ts({"name": "GPU", "replicas": 2}), "incorrect format for resource name 'nvidia.com/GPU'"),
     (ts({"name": "example.com/gpu", "replicas": 2}), "incorrect format for resource name 'nvidia.com/example.com/gpu'"),
     (ts({"name": "g" * 53, "replicas": 2}), "fully-qualified resource name must be 63 characters or less: "
@@ -171,18 +171,18 @@ def test_device_references(ref, kind):
 
 
 def test_defaults_the_plugin_applies_are_written_out():
-    config, _ = dp.validate({"sharing": {"timeSlicing": {"resources": [{"name": "gpu", "replicas": 2.0}]}}})
+    config, _warnings = dp.validate({"sharing": {"timeSlicing": {"resources": [{"name": "gpu", "replicas": 2.0}]}}})
     assert config == {"version": "v1", "flags": {"migStrategy": "none"},
                       "sharing": {"timeSlicing": {"renameByDefault": False, "failRequestsGreaterThanOne": False,
                                                   "resources": [{"name": "nvidia.com/gpu", "replicas": 2}]}}}
-    relaxed, _ = dp.validate(load("config-test-mps-relaxed.yaml"))
+    relaxed, _warnings = dp.validate(load("config-test-mps-relaxed.yaml.txt"))
     assert relaxed["sharing"]["mps"]["failRequestsGreaterThanOne"] is False
-    strict, _ = dp.validate(load("config-test-mps-default.yaml"))
+    strict, _warnings = dp.validate(load("config-test-mps-default.yaml.txt"))
     assert strict["sharing"]["mps"]["failRequestsGreaterThanOne"] is True
 
 
 def test_mps_null_is_no_mps():
-    config, _ = dp.validate({"sharing": {"mps": None}})
+    config, _warnings = dp.validate({"sharing": {"mps": None}})
     assert "sharing" not in config and dp.strategy(config) == "none"
 
 
@@ -259,7 +259,7 @@ def gpu(index=0, name="NVIDIA H100 80GB HBM3", cc="9.0", mem=81559, mig=None, us
 
 
 def test_mixed_strategy_names_each_profile():
-    config, _ = dp.validate({"flags": {"migStrategy": "mixed"}})
+    config, _warnings = dp.validate({"flags": {"migStrategy": "mixed"}})
     resources, warnings = dp.advertised(config, [gpu(0, mig=["1g.10gb", "1g.10gb", "3g.40gb", "1g.10gb+me"]),
                                                  gpu(1)])
     assert [(r["name"], r["count"]) for r in resources] == [
@@ -269,22 +269,22 @@ def test_mixed_strategy_names_each_profile():
 
 
 def test_mixed_with_time_slicing_of_one_profile():
-    config, _ = dp.validate({"flags": {"migStrategy": "mixed"}, **ts({"name": "mig-1g.10gb", "replicas": 2},
-                                                                     renameByDefault=True)})
-    resources, _ = dp.advertised(config, [gpu(0, mig=["1g.10gb"] * 7)])
+    config, _warnings = dp.validate({"flags": {"migStrategy": "mixed"},
+                                     **ts({"name": "mig-1g.10gb", "replicas": 2}, renameByDefault=True)})
+    resources, _warnings = dp.advertised(config, [gpu(0, mig=["1g.10gb"] * 7)])
     assert resources == [{"name": "nvidia.com/mig-1g.10gb.shared", "count": 14, "replicas": 2,
                           "shares": "nvidia.com/mig-1g.10gb"}]
 
 
 def test_mixed_refuses_partial_compute_instances():
-    config, _ = dp.validate({"flags": {"migStrategy": "mixed"}})
+    config, _warnings = dp.validate({"flags": {"migStrategy": "mixed"}})
     with pytest.raises(dp.ConfigError, match="MIG profile '1c.3g.40gb' does not match any resource patterns"):
         dp.advertised(config, [gpu(0, mig=["1c.3g.40gb"])])
 
 
 def test_single_strategy_rules():
-    config, _ = dp.validate({"flags": {"migStrategy": "single"}})
-    resources, _ = dp.advertised(config, [gpu(0, mig=["1g.10gb"] * 7), gpu(1, mig=["1g.10gb"] * 7)])
+    config, _warnings = dp.validate({"flags": {"migStrategy": "single"}})
+    resources, _warnings = dp.advertised(config, [gpu(0, mig=["1g.10gb"] * 7), gpu(1, mig=["1g.10gb"] * 7)])
     assert [(r["name"], r["count"]) for r in resources] == [("nvidia.com/gpu", 14)]
     with pytest.raises(dp.ConfigError, match="more than one MIG device type present on node"):
         dp.advertised(config, [gpu(0, mig=["1g.10gb", "3g.40gb"])])
@@ -295,13 +295,13 @@ def test_single_strategy_rules():
 
 
 def test_none_strategy_advertises_mig_gpus_whole():
-    config, _ = dp.validate({})
-    resources, _ = dp.advertised(config, [gpu(0, mig=["1g.10gb"])])
+    config, _warnings = dp.validate({})
+    resources, _warnings = dp.advertised(config, [gpu(0, mig=["1g.10gb"])])
     assert [(r["name"], r["count"]) for r in resources] == [("nvidia.com/gpu", 1)]
 
 
 def test_shared_resource_the_node_lacks_is_warned_about():
-    config, _ = dp.validate(ts({"name": "mig-1g.10gb", "replicas": 2}))
+    config, _warnings = dp.validate(ts({"name": "mig-1g.10gb", "replicas": 2}))
     _resources, warnings = dp.advertised(config, [gpu(0)])
     assert any("the node has no such resource (it has: nvidia.com/gpu); the device plugin skips it" in w
                for w in warnings)
@@ -314,7 +314,7 @@ def test_shared_resource_the_node_lacks_is_warned_about():
 ])
 def test_mps_client_limit_by_compute_capability(cc, replicas, refused):
     # cmd/mps-control-daemon/mps/device_test.go
-    config, _ = dp.validate(mps({"name": "gpu", "replicas": replicas}))
+    config, _warnings = dp.validate(mps({"name": "gpu", "replicas": replicas}))
     if refused:
         with pytest.raises(dp.ConfigError, match=f"replicas exceeded: {replicas} > 16"):
             dp.check_mps_node(config, [gpu(0, name="Tesla V100-SXM2-32GB", cc=cc, mem=32768)], 0)
@@ -323,14 +323,14 @@ def test_mps_client_limit_by_compute_capability(cc, replicas, refused):
 
 
 def test_mps_on_mig_devices_refused_with_the_plugins_text():
-    config, _ = dp.validate({"flags": {"migStrategy": "single", "mpsRoot": "/run/nvidia/mps"},
-                             "sharing": {"mps": {"resources": [GPU4]}}})
+    config, _warnings = dp.validate({"flags": {"migStrategy": "single", "mpsRoot": "/run/nvidia/mps"},
+                                     "sharing": {"mps": {"resources": [GPU4]}}})
     with pytest.raises(dp.ConfigError, match="sharing using MPS is not supported for MIG devices"):
         dp.check_mps_node(config, [gpu(0, mig=["1g.10gb"] * 7)], 0)
 
 
 def test_mps_memory_share():
-    config, _ = dp.validate(mps({"name": "gpu", "replicas": 20}))
+    config, _warnings = dp.validate(mps({"name": "gpu", "replicas": 20}))
     t4 = gpu(0, name="Tesla T4", cc="7.5", mem=15360)
     assert dp.check_mps_node(config, [t4], 512) == []          # 768 MiB each
     with pytest.raises(dp.ConfigError, match=r"limited to 768 MiB .* below min_replica_memory \(1024 MiB\); give at "
@@ -343,7 +343,7 @@ def test_mps_memory_share():
 @given(replicas=st.integers(min_value=2, max_value=48), mem=st.integers(min_value=1024, max_value=200_000),
        minimum=st.integers(min_value=0, max_value=8192))
 def test_memory_check_agrees_with_the_plugins_split(replicas, mem, minimum):
-    config, _ = dp.validate(mps({"name": "gpu", "replicas": replicas}))
+    config, _warnings = dp.validate(mps({"name": "gpu", "replicas": replicas}))
     share = mem // replicas
     try:
         dp.check_mps_node(config, [gpu(0, mem=mem)], minimum)
@@ -361,14 +361,14 @@ def test_shortcuts():
         "version": "v1", "flags": {"migStrategy": "none"},
         "sharing": {"timeSlicing": {"resources": [{"name": "nvidia.com/gpu", "replicas": 4}],
                                     "renameByDefault": True}}}
-    given_ = dp.from_shortcuts("mixed", None, {"replicas": 3, "resources": [{"name": "gpu"},
-                                                                             {"name": "x", "replicas": 5}]})
+    shortcut = {"replicas": 3, "resources": [{"name": "gpu"}, {"name": "x", "replicas": 5}]}
+    given_ = dp.from_shortcuts("mixed", None, shortcut)
     assert given_["sharing"]["mps"]["resources"] == [{"name": "gpu", "replicas": 3}, {"name": "x", "replicas": 5}]
 
 
 @pytest.mark.parametrize("name", EXAMPLES)
 def test_render_is_yaml_of_the_config(name):
-    config, _ = dp.validate(load(name))
+    config, _warnings = dp.validate(load(name))
     text = dp.render(config)
     assert yaml.safe_load(text) == config
     assert text.startswith("# Managed by gpuops.sharing.device_plugin_config")
@@ -378,3 +378,9 @@ def test_a_missing_key_is_named_as_missing():
     with pytest.raises(dp.ConfigError, match=r"^sharing.timeSlicing.resources\[0\].replicas is missing: the device "
                                              r"plugin refuses it \('no replicas specified'"):
         dp.validate(ts({"name": "gpu"}))
+
+
+def test_time_slicing_resource_other_than_gpu_or_mig_is_warned_about():
+    _config, warnings = dp.validate(ts({"name": "valid", "replicas": 2}))
+    assert any("only supported resource available for time-slicing are nvidia.com/gpu" in w for w in warnings)
+    assert not dp.validate(ts({"name": "mig-1g.5gb", "replicas": 2}))[1]
