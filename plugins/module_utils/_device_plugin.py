@@ -628,6 +628,7 @@ def validate(config) -> tuple[dict, list[str]]:
     imex = _imex(data.get("imex"), warnings)
     if imex:
         out["imex"] = imex
+    out = _canonical(out)
     if "mps" in sharing:
         _check_mps_static(out, warnings)
     for i, r in enumerate(sharing.get("timeSlicing", {}).get("resources", [])):
@@ -637,6 +638,30 @@ def validate(config) -> tuple[dict, list[str]]:
                             "any of the resource types that emerge from configuring a node with the mixed MIG "
                             "strategy\"")
     return out, warnings
+
+
+def _ordered(data: dict, order) -> dict:
+    return {k: data[k] for k in order if k in data}
+
+
+def _canonical(config: dict) -> dict:
+    """The same config always in the same key order, whatever order it was given in: the file is compared as text."""
+    out = _ordered(config, TOP_KEYS)
+    flags = _ordered(out["flags"], FLAG_KEYS)
+    for key, known in (("plugin", PLUGIN_FLAG_KEYS), ("gfd", GFD_FLAG_KEYS)):
+        if key in flags:
+            flags[key] = _ordered(flags[key], known)
+    out["flags"] = flags
+    if "sharing" in out:
+        out["sharing"] = {key: {**_ordered(section, REPLICATED_KEYS),
+                                "resources": [_ordered(r, ("name", "replicas", "devices", "rename"))
+                                              for r in section["resources"]]}
+                          for key, section in _ordered(out["sharing"], SHARING_KEYS).items()}
+    if "resources" in out:
+        out["resources"] = _ordered(out["resources"], ("gpus", "mig"))
+    if "imex" in out:
+        out["imex"] = _ordered(out["imex"], IMEX_KEYS)
+    return out
 
 
 def strategy(config: dict) -> str:

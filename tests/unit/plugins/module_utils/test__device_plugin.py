@@ -384,3 +384,14 @@ def test_time_slicing_resource_other_than_gpu_or_mig_is_warned_about():
     _config, warnings = dp.validate(ts({"name": "valid", "replicas": 2}))
     assert any("only supported resource available for time-slicing are nvidia.com/gpu" in w for w in warnings)
     assert not dp.validate(ts({"name": "mig-1g.5gb", "replicas": 2}))[1]
+
+
+def test_the_text_does_not_depend_on_the_order_keys_were_given_in():
+    # the role validates, then writes the returned config: a second order must give the same bytes
+    given = {"sharing": {"mps": {"resources": [{"replicas": 4, "name": "gpu"}], "renameByDefault": True}},
+             "flags": {"mpsRoot": "/run/nvidia/mps", "migStrategy": "none"}, "version": "v1"}
+    config = dp.validate(given)[0]
+    again = dp.validate(dict(reversed(list(config.items()))))[0]
+    assert dp.render(config) == dp.render(again) == dp.render(dp.validate(yaml.safe_load(dp.render(config)))[0])
+    assert list(config) == ["version", "flags", "sharing"]
+    assert list(config["sharing"]["mps"]) == ["renameByDefault", "failRequestsGreaterThanOne", "resources"]
