@@ -156,7 +156,7 @@ def plan_host(gpus: list[dict], entries: list[dict], reset: str = "auto", force:
         try:
             item = _plan_gpu(gpu, number, entry, reset, force, out["notes"])
         except _mig.MigError as exc:
-            out["problems"].append(f"{_short(gpu)}: {exc}" if not str(exc).startswith("GPU ") else str(exc))
+            out["problems"].append(str(exc) if _short(gpu) in str(exc) else f"{_short(gpu)}: {exc}")
             out["gpus"].append(_unmanaged(gpu, number))
             continue
         out["problems"].extend(item.pop("problems"))
@@ -340,8 +340,8 @@ def counts(item: dict) -> tuple[int, int, int]:
     layout = item.get("layout")
     gpu = item["gpu"]
     if layout is None:
-        if item.get("managed") and item.get("specs") is not None and not any(o.kind == "set_mig_mode"
-                                                                            for o in item["ops"]):
+        mode_change = any(o.kind == "set_mig_mode" for o in item["ops"])
+        if item.get("managed") and item.get("specs") is not None and not mode_change:
             return sum(1 + len(gi["compute_instances"]) for gi in gpu.get("current", [])), 0, 0
         return 0, 0, 0
     destroyed = len(layout["destroy_gis"]) + len(layout["destroy_cis"])

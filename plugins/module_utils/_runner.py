@@ -39,6 +39,8 @@ class Op:
     ``data``    plain data the host's ``apply`` needs
     ``writes``  False for steps that change nothing by themselves (re-reading the host after a
                 mode change); a plan of such steps alone is not a change
+    ``always``  run even when an earlier operation failed (starting again the services stopped
+                for the change), as the ``always:`` of an Ansible block
     """
 
     kind: str
@@ -46,6 +48,7 @@ class Op:
     text: str
     data: dict = field(default_factory=dict)
     writes: bool = True
+    always: bool = False
 
     def __str__(self) -> str:
         return self.text
@@ -92,7 +95,7 @@ def run(host, check_mode: bool, log=None) -> dict:
     (what was carried out; empty in check mode).  ``log`` receives each completed operation
     (the boot units write them to the journal).
     """
-    errors = tuple(getattr(host, "errors", ())) or (Exception,)
+    errors = (RunError,) + (tuple(getattr(host, "errors", ())) or (Exception,))
     log = log or (lambda text: None)
     try:
         state = host.observe()
@@ -107,18 +110,26 @@ def run(host, check_mode: bool, log=None) -> dict:
         raise Refused("; ".join(problems), operations=texts)
     done: list[str] = []
     if not check_mode:
+        failure = None
         for op in plan:
+            if failure is not None and not op.always:
+                continue
             try:
                 outcome = host.apply(op, state)
-            except RunError as exc:
-                done.extend(exc.done)
-                raise RunError(_next_step(exc.message, done), done, exc.result, texts) from None
             except errors as exc:
-                raise RunError(_next_step(_wrap(exc), done), done, operations=texts) from None
+                if isinstance(exc, RunError):
+                    done.extend(exc.done)
+                if failure is not None:
+                    failure = (f"{failure[0]}; then '{op.text}' failed too: {_wrap(exc)}", failure[1])
+                else:
+                    failure = (_wrap(exc), getattr(exc, "result", {}))
+                continue
             if op.writes and outcome is not False:
                 text = outcome if isinstance(outcome, str) else op.text
                 done.append(text)
                 log(text)
+        if failure is not None:
+            raise RunError(_next_step(failure[0], done), done, failure[1], texts)
         try:
             problems = list(host.verify(state, plan))
         except errors as exc:
