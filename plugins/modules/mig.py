@@ -411,7 +411,7 @@ def main() -> None:
                                      client_services=params["client_services"],
                                      systemctl=module.get_bin_path("systemctl") if params["client_services"] else None,
                                      boot_dir=params["boot_dir"], boot_sources=sources,
-                                     atomic_move=lambda src, dest: module.atomic_move(src, dest))
+                                     atomic_move=module.atomic_move)
             run_module(module, host, EMPTY)
     except (_mig_config.ConfigError, _mig.MigError) as exc:
         module.fail_json(msg=str(exc), **EMPTY)

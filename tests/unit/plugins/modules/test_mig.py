@@ -258,8 +258,8 @@ def test_boot_code_is_the_import_closure_stamped_and_pruned(sim, tmp_path):
         fh.write("# edited by hand\n")
     result, failed = run_module(mig.main, {"config": [{"devices": "all", "mig-enabled": False}], "boot_dir": lib})
     assert not failed and result["changed"]
-    assert sorted(d.split(" file ")[1] for d in result["done"]) == [os.path.join(pkg, "_mig.py"),
-                                                                     os.path.join(pkg, "_old.py")]
+    rewritten = sorted(d.split(" file ")[1] for d in result["done"])
+    assert rewritten == [os.path.join(pkg, "_mig.py"), os.path.join(pkg, "_old.py")]
     result, failed = run_module(mig.main, {"config": [{"devices": "all", "mig-enabled": False}], "boot_dir": lib})
     assert not failed and not result["changed"] and result["boot"]["version"] == f"gpuops.sharing {version}"
 
