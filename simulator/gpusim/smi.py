@@ -282,6 +282,12 @@ def _resolve_gi_profile(gpu: dict, token: str) -> dict:
     raise SmiExit(2, f"Invalid profile ID/name {token!r} for GPU {gpu['index']}\n")
 
 
+def _default_ci(gi_prof: dict) -> dict:
+    """The CI profile ``-C`` / a bare ``-cci`` creates: the GI's default (``*`` in ``-lcip``); on the
+    1g GI with two memory slices that is ID 7 ("-cgi 15 -C ... using profile MIG 1g.20gb (ID 7)")."""
+    return next(c for c in gi_prof["compute_instance_profiles"] if c.get("default"))
+
+
 def create_gis(path: str, gpus: list[dict], spec: str, with_ci: bool) -> str:
     out, rc = [], 0
     for gpu in _mig_gpus(gpus):
@@ -293,7 +299,7 @@ def create_gis(path: str, gpus: list[dict], spec: str, with_ci: bool) -> str:
                     out.append(f"Successfully created GPU instance ID {gi['id']:>2} on GPU {gpu['index']:>2} "
                                f"using profile MIG {prof['name']} (ID {prof['id']:>2})")
                     if with_ci:
-                        ci_prof = next(c for c in prof["compute_instance_profiles"] if c["slices"] == prof["slices"])
+                        ci_prof = _default_ci(prof)
                         ci = dev.create_ci(state, gpu["index"], gi["id"], ci_prof["id"])
                         out.append(f"Successfully created compute instance ID {ci['id']:>2} on GPU {gpu['index']:>2} "
                                    f"GPU instance ID {gi['id']:>2} using profile MIG {ci_prof['name']} "
@@ -314,7 +320,7 @@ def create_cis(path: str, gpus: list[dict], gi_ids: list[int], spec: str | None)
             tokens = spec.split(",") if spec else [None]
             for token in tokens:
                 if token is None:
-                    ci_prof = next(c for c in gi_prof["compute_instance_profiles"] if c["slices"] == gi_prof["slices"])
+                    ci_prof = _default_ci(gi_prof)
                 else:
                     ci_prof = next((c for c in gi_prof["compute_instance_profiles"]
                                     if token.strip() in (str(c["id"]), c["name"])), None)
