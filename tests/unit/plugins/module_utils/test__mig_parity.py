@@ -102,27 +102,50 @@ NVLIB_EQUALS = [
 PARTED_SPEC = [
     (144, "Empty", "", True),
     (149, "Well formed",
-     "{\n" "\t\t\t\t\"version\": \"v1\",\n" "\t\t\t\t\"mig-configs\": {\n"
-     "\t\t\t\t\t\"all-disabled\": [{\n" "\t\t\t\t\t\t\"devices\": \"all\",\n"
-     "\t\t\t\t\t\t\"mig-enabled\": false\n" "\t\t\t\t\t}]\n" "\t\t\t\t}\n" "\t\t\t}",
+     ("{\n"
+      "\t\t\t\t\"version\": \"v1\",\n"
+      "\t\t\t\t\"mig-configs\": {\n"
+      "\t\t\t\t\t\"all-disabled\": [{\n"
+      "\t\t\t\t\t\t\"devices\": \"all\",\n"
+      "\t\t\t\t\t\t\"mig-enabled\": false\n"
+      "\t\t\t\t\t}]\n"
+      "\t\t\t\t}\n"
+      "\t\t\t}"),
      True),
     (162, "Only version field", "{\n\t\t\t\t\"version\": \"v1\"\n\t\t\t}", True),
     (169, "Well formed - wrong version",
-     "{\n" "\t\t\t\t\"version\": \"v2\",\n" "\t\t\t\t\"mig-configs\": {\n"
-     "\t\t\t\t\t\"all-disabled\": [{\n" "\t\t\t\t\t\t\"devices\": \"all\",\n"
-     "\t\t\t\t\t\t\"mig-enabled\": false\n" "\t\t\t\t\t}]\n" "\t\t\t\t}\n" "\t\t\t}",
+     ("{\n"
+      "\t\t\t\t\"version\": \"v2\",\n"
+      "\t\t\t\t\"mig-configs\": {\n"
+      "\t\t\t\t\t\"all-disabled\": [{\n"
+      "\t\t\t\t\t\t\"devices\": \"all\",\n"
+      "\t\t\t\t\t\t\"mig-enabled\": false\n"
+      "\t\t\t\t\t}]\n"
+      "\t\t\t\t}\n"
+      "\t\t\t}"),
      False),
     (182, "Only version field - wrong versiomn", "{\n\t\t\t\t\"version\": \"v2\"\n\t\t\t}", False),
     (189, "Missing version field",
-     "{\n" "\t\t\t\t\"mig-configs\": {\n" "\t\t\t\t\t\"all-disabled\": [{\n"
-     "\t\t\t\t\t\t\"devices\": \"all\",\n" "\t\t\t\t\t\t\"mig-enabled\": false\n" "\t\t\t\t\t}]\n"
-     "\t\t\t\t}\n" "\t\t\t}",
+     ("{\n"
+      "\t\t\t\t\"mig-configs\": {\n"
+      "\t\t\t\t\t\"all-disabled\": [{\n"
+      "\t\t\t\t\t\t\"devices\": \"all\",\n"
+      "\t\t\t\t\t\t\"mig-enabled\": false\n"
+      "\t\t\t\t\t}]\n"
+      "\t\t\t\t}\n"
+      "\t\t\t}"),
      False),
     (201, "Erroneous field",
-     "{\n" "\t\t\t\t\"bogus\": \"field\",\n" "\t\t\t\t\"version\": \"v1\",\n"
-     "\t\t\t\t\"mig-configs\": {\n" "\t\t\t\t\t\"all-disabled\": [{\n"
-     "\t\t\t\t\t\t\"devices\": \"all\",\n" "\t\t\t\t\t\t\"mig-enabled\": false\n" "\t\t\t\t\t}]\n"
-     "\t\t\t\t}\n" "\t\t\t}",
+     ("{\n"
+      "\t\t\t\t\"bogus\": \"field\",\n"
+      "\t\t\t\t\"version\": \"v1\",\n"
+      "\t\t\t\t\"mig-configs\": {\n"
+      "\t\t\t\t\t\"all-disabled\": [{\n"
+      "\t\t\t\t\t\t\"devices\": \"all\",\n"
+      "\t\t\t\t\t\t\"mig-enabled\": false\n"
+      "\t\t\t\t\t}]\n"
+      "\t\t\t\t}\n"
+      "\t\t\t}"),
      False),
     (215, "Empty 'mig-configs'", "{\n\t\t\t\t\"version\": \"v1\",\n\t\t\t\t\"mig-configs\": {}\n\t\t\t}", False),
 ]
@@ -131,54 +154,105 @@ PARTED_SPEC = [
 PARTED_ENTRY = [
     (244, "Empty", "", True),
     (249, "Well formed",
-     "{\n" "\t\t\t\t\"devices\": \"all\",\n" "\t\t\t\t\"mig-enabled\": true,\n"
-     "\t\t\t\t\"mig-devices\": {\n" "\t\t\t\t\t\"1g.5gb\": 2\n" "\t\t\t\t}\n" "\t\t\t}",
+     ("{\n"
+      "\t\t\t\t\"devices\": \"all\",\n"
+      "\t\t\t\t\"mig-enabled\": true,\n"
+      "\t\t\t\t\"mig-devices\": {\n"
+      "\t\t\t\t\t\"1g.5gb\": 2\n"
+      "\t\t\t\t}\n"
+      "\t\t\t}"),
      True),
     (260, "Well formed with filter",
-     "{\n" "\t\t\t\t\"device-filter\": \"MODEL\",\n" "\t\t\t\t\"devices\": \"all\",\n"
-     "\t\t\t\t\"mig-enabled\": true,\n" "\t\t\t\t\"mig-devices\": {\n" "\t\t\t\t\t\"1g.5gb\": 2\n"
-     "\t\t\t\t}\n" "\t\t\t}",
+     ("{\n"
+      "\t\t\t\t\"device-filter\": \"MODEL\",\n"
+      "\t\t\t\t\"devices\": \"all\",\n"
+      "\t\t\t\t\"mig-enabled\": true,\n"
+      "\t\t\t\t\"mig-devices\": {\n"
+      "\t\t\t\t\t\"1g.5gb\": 2\n"
+      "\t\t\t\t}\n"
+      "\t\t\t}"),
      True),
     (272, "Well formed with multi-filter",
-     "{\n" "\t\t\t\t\"device-filter\": [\"MODEL1\", \"MODEL2\"],\n" "\t\t\t\t\"devices\": \"all\",\n"
-     "\t\t\t\t\"mig-enabled\": true,\n" "\t\t\t\t\"mig-devices\": {\n" "\t\t\t\t\t\"1g.5gb\": 2\n"
-     "\t\t\t\t}\n" "\t\t\t}",
+     ("{\n"
+      "\t\t\t\t\"device-filter\": [\"MODEL1\", \"MODEL2\"],\n"
+      "\t\t\t\t\"devices\": \"all\",\n"
+      "\t\t\t\t\"mig-enabled\": true,\n"
+      "\t\t\t\t\"mig-devices\": {\n"
+      "\t\t\t\t\t\"1g.5gb\": 2\n"
+      "\t\t\t\t}\n"
+      "\t\t\t}"),
      True),
     (284, "Missing 'devices'",
-     "{\n" "\t\t\t\t\"mig-enabled\": true,\n" "\t\t\t\t\"mig-devices\": {\n" "\t\t\t\t\t\"1g.5gb\": 2\n"
-     "\t\t\t\t}\n" "\t\t\t}",
+     ("{\n"
+      "\t\t\t\t\"mig-enabled\": true,\n"
+      "\t\t\t\t\"mig-devices\": {\n"
+      "\t\t\t\t\t\"1g.5gb\": 2\n"
+      "\t\t\t\t}\n"
+      "\t\t\t}"),
      False),
     (294, "Missing 'mig-enabled'",
-     "{\n" "\t\t\t\t\"devices\": \"all\",\n" "\t\t\t\t\"mig-devices\": {\n" "\t\t\t\t\t\"1g.5gb\": 2\n"
-     "\t\t\t\t}\n" "\t\t\t}",
+     ("{\n"
+      "\t\t\t\t\"devices\": \"all\",\n"
+      "\t\t\t\t\"mig-devices\": {\n"
+      "\t\t\t\t\t\"1g.5gb\": 2\n"
+      "\t\t\t\t}\n"
+      "\t\t\t}"),
      False),
     (304, "Missing 'mig-devices', enabled: false",
-     "{\n" "\t\t\t\t\"devices\": \"all\",\n" "\t\t\t\t\"mig-enabled\": false,\n" "\t\t\t}",
+     ("{\n"
+      "\t\t\t\t\"devices\": \"all\",\n"
+      "\t\t\t\t\"mig-enabled\": false,\n"
+      "\t\t\t}"),
      True),
     (312, "Missing 'mig-devices', enabled: true",
-     "{\n" "\t\t\t\t\"devices\": \"all\",\n" "\t\t\t\t\"mig-enabled\": true,\n" "\t\t\t}",
+     ("{\n"
+      "\t\t\t\t\"devices\": \"all\",\n"
+      "\t\t\t\t\"mig-enabled\": true,\n"
+      "\t\t\t}"),
      False),
     (320, "'mig-devices' formatted correctly",
-     "{\n" "\t\t\t\t\"devices\": \"all\",\n" "\t\t\t\t\"mig-enabled\": true,\n"
-     "\t\t\t\t\"mig-devices\": {\n" "\t\t\t\t\t\"1g.5gb\": 2\n" "\t\t\t\t}\n" "\t\t\t}",
+     ("{\n"
+      "\t\t\t\t\"devices\": \"all\",\n"
+      "\t\t\t\t\"mig-enabled\": true,\n"
+      "\t\t\t\t\"mig-devices\": {\n"
+      "\t\t\t\t\t\"1g.5gb\": 2\n"
+      "\t\t\t\t}\n"
+      "\t\t\t}"),
      True),
     (331, "'mig-devices' formatted incorrectly",
-     "{\n" "\t\t\t\t\"devices\": \"all\",\n" "\t\t\t\t\"mig-enabled\": true,\n"
-     "\t\t\t\t\"mig-devices\": {\n" "\t\t\t\t\t\"bogus\": 2\n" "\t\t\t\t}\n" "\t\t\t}",
+     ("{\n"
+      "\t\t\t\t\"devices\": \"all\",\n"
+      "\t\t\t\t\"mig-enabled\": true,\n"
+      "\t\t\t\t\"mig-devices\": {\n"
+      "\t\t\t\t\t\"bogus\": 2\n"
+      "\t\t\t\t}\n"
+      "\t\t\t}"),
      False),
     (342, "Erroneous field",
-     "{\n" "\t\t\t\t\"bogus\": \"field\",\n" "\t\t\t\t\"devices\": \"all\",\n"
-     "\t\t\t\t\"mig-enabled\": false,\n" "\t\t\t}",
+     ("{\n"
+      "\t\t\t\t\"bogus\": \"field\",\n"
+      "\t\t\t\t\"devices\": \"all\",\n"
+      "\t\t\t\t\"mig-enabled\": false,\n"
+      "\t\t\t}"),
      False),
     (351, "'devices' string == all",
-     "{\n" "\t\t\t\t\"devices\": \"all\",\n" "\t\t\t\t\"mig-enabled\": false,\n" "\t\t\t}",
+     ("{\n"
+      "\t\t\t\t\"devices\": \"all\",\n"
+      "\t\t\t\t\"mig-enabled\": false,\n"
+      "\t\t\t}"),
      True),
     (359, "'devices' string != all",
-     "{\n" "\t\t\t\t\"devices\": \"bogus\",\n" "\t\t\t\t\"mig-enabled\": false,\n" "\t\t\t}",
+     ("{\n"
+      "\t\t\t\t\"devices\": \"bogus\",\n"
+      "\t\t\t\t\"mig-enabled\": false,\n"
+      "\t\t\t}"),
      False),
     (367, "'devices' []int", "{\n\t\t\t\t\"devices\": [0,1,2,3],\n\t\t\t\t\"mig-enabled\": false,\n\t\t\t}", True),
     (375, "'devices' not string for []int",
-     "{\n" "\t\t\t\t\"devices\": {},\n" "\t\t\t\t\"mig-enabled\": false,\n" "\t\t\t}",
+     ("{\n"
+      "\t\t\t\t\"devices\": {},\n"
+      "\t\t\t\t\"mig-enabled\": false,\n"
+      "\t\t\t}"),
      False),
 ]
 
@@ -253,8 +327,8 @@ def test_nvlib_profile_format(line, name, text, valid_format, valid_device):
 
 # go-nvlib's mock device offers every 1-slice variant (+me, -me, +me.all, +gfx); an A100 40GB
 # offers +me only, so the device half is checked where the A100's answer is the mock's.
-_ON_A100 = [c for c in NVLIB_FORMAT if c[3] and (not c[4] or c[2] in ("1g.5gb", "1c.1g.5gb", "1g.5gb+me",
-                                                                     "1c.1g.5gb+me"))]
+_ON_A100_VALID = ("1g.5gb", "1c.1g.5gb", "1g.5gb+me", "1c.1g.5gb+me")
+_ON_A100 = [c for c in NVLIB_FORMAT if c[3] and (not c[4] or c[2] in _ON_A100_VALID)]
 
 
 @pytest.mark.parametrize("line,name,text,valid_format,valid_device", _ON_A100,

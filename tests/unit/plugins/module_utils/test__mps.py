@@ -349,7 +349,6 @@ def test_plans_reach_the_target_and_replan_to_nothing(cur_pct, cur_limit, cur_pr
                                             and (clients or not restart))
 
 
-
 @pytest.mark.parametrize("commands,reply,left", [
     (["set_default_active_thread_percentage 25", "set_default_client_priority 1"], "25.0\n", ""),
     (["set_default_active_thread_percentage 12.5"], "12.5\n", ""),
