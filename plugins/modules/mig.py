@@ -12,10 +12,15 @@ version_added: 0.1.0
 description:
   - Enables or disables MIG mode and creates GPU instances and compute instances so that each selected GPU holds
     exactly the layout you declare, in NVIDIA mig-parted's configuration format.
-  - Profile names, ids, slice counts and placements are read from the driver on the host, never from a table in
-    the module, so any layout that is valid on the GPU model is realised. A layout is turned into explicit
-    placements for the whole GPU before anything changes, so layouts whose creation order matters (the MIG User
-    Guide's C(-cgi 19,19,14,9) on an A100) work, and each instance is created with one call.
+  - Profile names, ids, slice counts and placements are read from the driver on the host, so any layout that is
+    valid on the GPU model is realised. Where the driver lists no profiles while MIG is off, NVIDIA's published
+    tables for the model stand in, and the driver's own list is read and compared right after the mode change,
+    before anything is created.
+  - Every GPU of the host is planned into operations (mode changes, resets, instances to destroy, instances to
+    create at explicit placements, down to each compute instance), and every refusal is decided for all GPUs
+    before the first write; check mode stops there, so its verdict is the real run's. Layouts whose creation
+    order matters (the MIG User Guide's C(-cgi 19,19,14,9) on an A100) work, and each instance is created with
+    one call. A failure after a write reports RV(done) and C(changed=true).
   - Existing GPU and compute instances that fit the new layout are kept, with their MIG device UUIDs; only what must
     go is destroyed, and new instances are placed around the kept ones. When kept instances leave the free slices
     too fragmented, the fewest instances are moved.
@@ -110,6 +115,26 @@ options:
       - With O(force=true), seconds to wait after SIGTERM before sending SIGKILL.
     type: float
     default: 10
+  client_services:
+    description:
+      - systemd units that hold the GPUs open and must not run while instances change (DCGM, dcgm-exporter,
+        the kubelet or a host-installed device plugin), as NVIDIA's mig-manager stops GPU clients around a change.
+      - Those of them that are active are stopped right before the first change and started again after the
+        last one, also when the change fails. When nothing changes they are not touched.
+      - Names are checked against the characters systemd allows in unit names, before anything changes.
+    type: list
+    elements: str
+    default: []
+  boot_dir:
+    description:
+      - Install the code that re-applies a layout at boot in this directory; that is the entry point
+        C(gpuops-mig-apply), every C(module_utils) file it imports (followed through their imports, from this
+        module's own code, so nothing is left out when the collection changes), and a C(VERSION) stamp naming
+        the collection version and a digest of the files. Files there that the code no longer needs are removed.
+      - The P(gpuops.sharing.mig#role) role sets it and runs the entry point from C(gpuops-mig.service) with the
+        host's python3, which needs nvidia-ml-py and PyYAML (Python 3.9 or newer).
+      - Files are written through a temporary file and an atomic rename, never through a symbolic link.
+    type: path
 notes:
   - Runs as root (C(become=true)).
   - GPU instance placements are in the driver's units (memory slices), as C(nvidia-smi mig -lgipp) prints them.
@@ -184,6 +209,17 @@ EXAMPLES = r"""
 - name: Reboot when the MIG mode change needs it
   ansible.builtin.reboot:
   when: mig.reboot_required
+  become: true
+
+- name: Change the layout with DCGM stopped around the change, and install the boot-time code
+  gpuops.sharing.mig:
+    config:
+      - devices: all
+        mig-enabled: true
+        mig-devices:
+          3g.40gb: 2
+    client_services: [nvidia-dcgm, dcgm-exporter]
+    boot_dir: /usr/local/lib/gpuops-sharing
   become: true
 """
 
@@ -263,28 +299,77 @@ gpus:
       type: list
       elements: str
       sample: ["3g.40gb at 0:4: [3g.40gb MIG-5c1b...]", "3g.40gb at 4:4: [1c.3g.40gb MIG-0d2e..., 2c.3g.40gb MIG-77aa...]"]
+    profile_source:
+      description:
+        - Where the profiles the GPU was planned with came from. V(driver) (the driver's own list),
+          V(catalogue) (NVIDIA's published tables for the model, where the driver lists no profiles while MIG
+          is off; the driver's list is read again right after the mode change and must agree before
+          anything is created), or V(null) (unknown model and no list yet; the layout is planned by the next run).
+      type: str
+    problem:
+      description: Why this GPU could not be read (a lost GPU), V(null) otherwise.
+      type: str
     instances:
       description: GPU instances after the run with C(gpu_instance_id), C(profile), C(profile_id), C(placement)
         and C(compute_instances) (each with C(compute_instance_id), C(profile), C(placement) and C(mig_uuid)),
         as MPS and Kubernetes configuration consume them. Empty in check mode for GPUs that would change.
       type: list
       elements: dict
-done:
-  description: Operations completed before a failure; the next run continues from there.
-  returned: failure
+operations:
+  description:
+    - The whole plan for the host, in order, one sentence per operation (what check mode would do).
+    - Every refusal is decided before the first of them runs, for every GPU at once.
+  returned: always
   type: list
   elements: str
+boot:
+  description: The boot code installed with O(boot_dir) (V(null) without it).
+  returned: always
+  type: dict
+  contains:
+    dir:
+      description: O(boot_dir).
+      type: str
+    entry_point:
+      description: The script C(gpuops-mig.service) runs.
+      type: str
+    version:
+      description: The first line of the C(VERSION) stamp, such as V(gpuops.sharing 0.1.0).
+      type: str
+    files:
+      description: Every file the boot code is made of.
+      type: list
+      elements: str
+client_services:
+  description: Those of O(client_services) that were active, and so were stopped around a change.
+  returned: always
+  type: list
+  elements: str
+done:
+  description:
+    - The operations carried out, in order, with what the driver answered (new instance ids,
+      activation status). Empty in check mode.
+    - On a failure, what had been done before it (the task then reports C(changed=true) when this is
+      not empty); the next run continues from there.
+  returned: always
+  type: list
+  elements: str
+  sample: ["GPU 0: enable MIG mode (activation: SUCCESS)", "GPU 0: create GPU instance 3g.40gb at 0:4 (GPU instance 2)"]
 """
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.gpuops.sharing.plugins.module_utils import _mig, _mig_apply, _mig_config
+from ansible_collections.gpuops.sharing.plugins.module_utils import _boot, _host, _mig, _mig_config, _mig_host
 from ansible_collections.gpuops.sharing.plugins.module_utils._nvml import (
     HAS_PYNVML,
     PYNVML_IMPORT_ERROR,
     Nvml,
     NvmlError,
 )
+from ansible_collections.gpuops.sharing.plugins.module_utils._runner import run_module
+
+EMPTY = {"changed": False, "reboot_required": False, "kept": 0, "destroyed": 0, "created": 0, "gpus": [],
+         "operations": [], "done": [], "boot": None, "client_services": []}
 
 
 def load_entries(module: AnsibleModule) -> list[dict]:
@@ -292,23 +377,8 @@ def load_entries(module: AnsibleModule) -> list[dict]:
     if params["config"] is not None:
         return _mig_config.normalize_entries(params["config"], "config")
     if not _mig_config.HAS_YAML:
-        module.fail_json(msg=missing_required_lib("PyYAML"), exception=_mig_config.YAML_IMPORT_ERROR)
+        module.fail_json(msg=missing_required_lib("PyYAML"), exception=_mig_config.YAML_IMPORT_ERROR, **EMPTY)
     return _mig_config.load_file(params["config_file"], params["config_name"])
-
-
-def diff_text(gpus: list[dict], key: str) -> str:
-    lines = []
-    for gpu in gpus:
-        if gpu["changed"]:
-            lines.append(f"GPU {gpu['index']} {gpu['name']} ({gpu['uuid']}):")
-            lines.extend("  " + line for line in (gpu[key] or ["(no GPU instances)"]))
-    return "\n".join(lines) + ("\n" if lines else "")
-
-
-def warn_notes(module: AnsibleModule, host) -> None:
-    """The profile names the layout took for the driver's (HostMig.notes), as task warnings."""
-    for note in host.notes:
-        module.warn(note)
 
 
 def main() -> None:
@@ -320,40 +390,33 @@ def main() -> None:
             "reset": {"type": "str", "choices": ["auto", "never"], "default": "auto"},
             "force": {"type": "bool", "default": False},
             "force_timeout": {"type": "float", "default": 10.0},
+            "client_services": {"type": "list", "elements": "str", "default": []},
+            "boot_dir": {"type": "path"},
         },
         mutually_exclusive=[("config", "config_file")],
         required_one_of=[("config", "config_file")],
         required_by={"config_name": "config_file"},
         supports_check_mode=True,
     )
-    empty = {"changed": False, "reboot_required": False, "kept": 0, "destroyed": 0, "created": 0, "gpus": []}
     if not HAS_PYNVML:
-        module.fail_json(msg=missing_required_lib("nvidia-ml-py"), exception=PYNVML_IMPORT_ERROR, **empty)
-
-    def run(argv):
-        return module.run_command(argv, environ_update={"LC_ALL": "C", "LANG": "C"})
-
+        module.fail_json(msg=missing_required_lib("nvidia-ml-py"), exception=PYNVML_IMPORT_ERROR, **EMPTY)
     try:
         entries = load_entries(module)
+        params = module.params
+        sources = _boot.closure(["_host", "_mig_host"], _boot.payload_source) if params["boot_dir"] else None
         with Nvml() as nv:
-            host = _mig_apply.HostMig(nv, run, check_mode=module.check_mode, reset=module.params["reset"],
-                                      force=module.params["force"], nvidia_smi=module.get_bin_path("nvidia-smi"),
-                                      process_timeout=module.params["force_timeout"])
-            try:
-                result = host.apply(entries)
-            except _mig_apply.MigApplyError as exc:
-                partial = dict(empty)
-                partial["changed"] = bool(exc.done)
-                warn_notes(module, host)
-                module.fail_json(msg=exc.message, done=exc.done, **partial)
-            warn_notes(module, host)
+            host = _mig_host.HostMig(nv, _host.module_runner(module), entries, reset=params["reset"],
+                                     force=params["force"], nvidia_smi=module.get_bin_path("nvidia-smi"),
+                                     process_timeout=params["force_timeout"],
+                                     client_services=params["client_services"],
+                                     systemctl=module.get_bin_path("systemctl") if params["client_services"] else None,
+                                     boot_dir=params["boot_dir"], boot_sources=sources,
+                                     atomic_move=lambda src, dest: module.atomic_move(src, dest))
+            run_module(module, host, EMPTY)
     except (_mig_config.ConfigError, _mig.MigError) as exc:
-        module.fail_json(msg=str(exc), **empty)
+        module.fail_json(msg=str(exc), **EMPTY)
     except NvmlError as exc:
-        module.fail_json(msg=exc.message, **empty)
-    if module._diff:
-        result["diff"] = {"before": diff_text(result["gpus"], "before"), "after": diff_text(result["gpus"], "after")}
-    module.exit_json(**result)
+        module.fail_json(msg=exc.message, **EMPTY)
 
 
 if __name__ == "__main__":
