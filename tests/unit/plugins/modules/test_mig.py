@@ -85,24 +85,6 @@ def test_config_file_and_names(sim, tmp_path):
     assert [g["mig_current"] for g in sim.state()["gpus"]] == [0, 0]
 
 
-# gpusim answers GPU-instance profile queries with NOT_SUPPORTED while MIG is off (its default since
-# issue 14; simulator/gpusim/CATALOGUE_SOURCES.md has the evidence).  The module still enables MIG
-# mode before it checks a layout against the driver's profiles, so with that default these refusals
-# come after a write.  Those cases run on a driver that lists profiles with MIG off, and
-# test_layout_refusals_before_the_mode_change_when_profiles_are_refused keeps the gap visible as a
-# strict xfail until validation before the mode change (the runner issue) lands.
-NEEDS_PROFILES_WITH_MIG_OFF = (
-    "profile '5g.30gb' does not exist", "no arrangement of placements fits",
-    "profile '1g.5gb' does not exist on GPU 0 (NVIDIA H100 80GB HBM3)",
-    "profile '1g.10gb+me' does not exist on GPU 0 (NVIDIA A100-SXM4-40GB)",
-    "profile '1g.5gb' does not exist on GPU 0 (NVIDIA A30)",
-)
-
-
-def _mig_off(message: str) -> str:
-    return "list" if any(message.startswith(m) for m in NEEDS_PROFILES_WITH_MIG_OFF) else "refuse"
-
-
 @pytest.mark.parametrize("args,message", [
     ({"config_file": "/nonexistent.yaml", "config_name": "x"}, "cannot read config_file /nonexistent.yaml"),
     ({"config": [{"devices": "some", "mig-enabled": True}]}, "devices must be 'all' or a list"),
@@ -118,7 +100,7 @@ def _mig_off(message: str) -> str:
     ({"config": [{"devices": "all", "device-filter": "0xZZ", "mig-enabled": True}]}, "is not a PCI id"),
 ])
 def test_bad_input_fails_before_any_change(sim, args, message):
-    sim.init("A100-SXM4-40GB", 1, "--profiles-when-mig-off", _mig_off(message))
+    sim.init("A100-SXM4-40GB", 1)
     result, failed = run_module(mig.main, args)
     assert failed and message in result["msg"]
     assert sim.state()["counters"]["nvml_writes"] == 0
@@ -443,7 +425,7 @@ def test_real_dgx_station_config(sim):
     ("A100-SXM4-40GB", {"config_name": "all-balanced", "config": BALANCED}, "config_name"),
 ])
 def test_real_files_bad_choices_fail_before_any_change(sim, model, args, message):
-    sim.init(model, 2, "--profiles-when-mig-off", _mig_off(message))
+    sim.init(model, 2)
     result, failed = run_module(mig.main, args)
     assert failed and message in result["msg"], result["msg"]
     assert sim.state()["counters"]["nvml_writes"] == 0
@@ -462,7 +444,7 @@ def test_a_name_from_another_driver_branch_is_applied_with_a_warning(sim, monkey
     then still applies, to the same profile, and the task says which name it took."""
     from ansible.module_utils import basic
 
-    sim.init("A100-SXM4-80GB", 1, "--profiles-when-mig-off", "list")   # see NEEDS_PROFILES_WITH_MIG_OFF
+    sim.init("A100-SXM4-80GB", 1)
     warnings = []
     monkeypatch.setattr(basic.AnsibleModule, "warn", lambda self, text: warnings.append(text))
     config = [{"devices": "all", "mig-enabled": True, "mig-devices": {"3g.39gb": 2}}]
@@ -476,15 +458,16 @@ def test_a_name_from_another_driver_branch_is_applied_with_a_warning(sim, monkey
     assert not failed and not again["changed"]
 
 
-@pytest.mark.xfail(strict=True, reason="the layout is checked only after MIG mode is enabled (runner issue: "
-                   "validate against the catalogue before the mode change)")
 @pytest.mark.parametrize("model,mig_devices", [
     ("A100-SXM4-40GB", {"5g.30gb": 1}),
     ("A100-SXM4-40GB", {"3g.20gb": 2, "1g.5gb": 1}),
     ("H100-SXM5-80GB", {"1g.5gb": 7}),
 ])
-def test_layout_refusals_before_the_mode_change_when_profiles_are_refused(sim, model, mig_devices):
-    sim.init(model, 1)   # gpusim's default: profile queries refused while MIG is off
+@pytest.mark.parametrize("mig_off", ["refuse", "list"])
+def test_layout_refusals_before_the_mode_change_under_both_drivers(sim, model, mig_devices, mig_off):
+    """A bad layout is refused before MIG mode changes, whether the driver answers GPU-instance profile
+    queries while MIG is off or not (gpusim --profiles-when-mig-off; CATALOGUE_SOURCES.md)."""
+    sim.init(model, 1, "--profiles-when-mig-off", mig_off)
     result, failed = run_module(mig.main, {"config": [{"devices": "all", "mig-enabled": True,
                                                        "mig-devices": mig_devices}]})
     assert failed and "MIG mode was enabled first" not in result["msg"]
