@@ -456,3 +456,19 @@ def test_a_name_from_another_driver_branch_is_applied_with_a_warning(sim, monkey
                         "name to silence this note"]
     again, failed = run_module(mig.main, {"config": config})
     assert not failed and not again["changed"]
+
+
+@pytest.mark.parametrize("model,mig_devices", [
+    ("A100-SXM4-40GB", {"5g.30gb": 1}),
+    ("A100-SXM4-40GB", {"3g.20gb": 2, "1g.5gb": 1}),
+    ("H100-SXM5-80GB", {"1g.5gb": 7}),
+])
+@pytest.mark.parametrize("mig_off", ["refuse", "list"])
+def test_layout_refusals_before_the_mode_change_under_both_drivers(sim, model, mig_devices, mig_off):
+    """A bad layout is refused before MIG mode changes, whether the driver answers GPU-instance profile
+    queries while MIG is off or not (gpusim --profiles-when-mig-off; CATALOGUE_SOURCES.md)."""
+    sim.init(model, 1, "--profiles-when-mig-off", mig_off)
+    result, failed = run_module(mig.main, {"config": [{"devices": "all", "mig-enabled": True,
+                                                       "mig-devices": mig_devices}]})
+    assert failed and "MIG mode was enabled first" not in result["msg"]
+    assert sim.state()["counters"]["nvml_writes"] == 0
