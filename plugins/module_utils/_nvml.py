@@ -15,13 +15,7 @@ from __future__ import annotations
 import contextlib
 import traceback
 
-from ansible_collections.gpuops.sharing.plugins.module_utils._nvml_base import (  # noqa: F401 (re-exported)
-    MIB,
-    NO_ID,
-    Gpu,
-    NvmlError,
-    strip_mig_prefix,
-)
+from ansible_collections.gpuops.sharing.plugins.module_utils._nvml_base import MIB, NO_ID, Gpu, NvmlError
 from ansible_collections.gpuops.sharing.plugins.module_utils._nvml_base import text as _text
 from ansible_collections.gpuops.sharing.plugins.module_utils._nvml_mig import MigCalls
 
