@@ -402,6 +402,8 @@ def main() -> None:
         module.fail_json(msg=missing_required_lib("nvidia-ml-py"), exception=PYNVML_IMPORT_ERROR, **EMPTY)
     try:
         entries = load_entries(module)
+        for text in _mig_config.mig_parted_warnings(entries):
+            module.warn(text)
         params = module.params
         sources = _boot.closure(["_host", "_mig_host"], _boot.payload_source) if params["boot_dir"] else None
         with Nvml() as nv:
