@@ -63,12 +63,15 @@ def module_args(args: dict):
 
 def run_module(main, args: dict) -> tuple[dict, bool]:
     """Run a module's main(); returns (result, failed), with the task's ``warnings`` as Ansible shows them."""
-    from ansible.module_utils.common import warnings as module_warnings
+    recorded: list[str] = []
+    previous = basic.AnsibleModule.warn  # a test's own recorder, or Ansible's
 
-    module_warnings._global_warnings.clear()
+    def warn(self, warning, *args, **kwargs):
+        recorded.append(str(warning))
+        previous(self, warning, *args, **kwargs)
 
     def warnings() -> list[str]:
-        return [str(getattr(w, "msg", w)) for w in module_warnings.get_warning_messages()]
+        return list(recorded)
 
     def exit_json(self, **kwargs):
         kwargs.setdefault("changed", False)
@@ -84,6 +87,7 @@ def run_module(main, args: dict) -> tuple[dict, bool]:
     with pytest.MonkeyPatch.context() as mp, module_args(args):
         mp.setattr(basic.AnsibleModule, "exit_json", exit_json)
         mp.setattr(basic.AnsibleModule, "fail_json", fail_json)
+        mp.setattr(basic.AnsibleModule, "warn", warn)
         try:
             main()
         except ModuleExit as done:
