@@ -63,6 +63,8 @@ import copy
 import math
 import re
 
+from ansible_collections.gpuops.sharing.plugins.module_utils._runner import Op
+
 SOCKET_PATH_MAX = 107          # sun_path is 108 bytes including the terminating NUL (unix(7))
 CONTROL_SOCKET = "control"
 SOCKET_NAMES = ("control", "control_privileged")   # the daemon listens on both, in the pipe directory
@@ -284,14 +286,47 @@ def resolve_targets(requested: list[str], gpus: list[dict]) -> tuple[list[dict],
     return list(found.values()), warnings
 
 
+# A directory reaches the daemon's environment, the role's unit and env files and the clients' shells:
+# letters, digits and ``. _ - /`` only (no blanks, quotes, ``$``, backslashes or newlines), and of
+# Python's format syntax only the plain fields ``{name}`` and ``{uuid}`` (no attribute or index lookups
+# such as ``{name.__class__}``, no conversions or format specs).
+SAFE_PATH = re.compile(r"^[A-Za-z0-9._/-]+$")
+FIELDS = ("name", "uuid")
+_FIELD = re.compile(r"\{([^{}]*)\}")
+SAFE_CHARS = "letters, digits, '.', '_', '-' and '/'"
+
+
+def _describe_chars(chars) -> str:
+    names = {" ": "space", "\n": "newline", "\t": "tab", "'": "quote", '"': "double quote", "$": "'$'",
+             "`": "backquote", "\\": "backslash"}
+    return ", ".join(names.get(c, repr(c)) for c in sorted(set(chars)))
+
+
+def validate_directory(template: str, what: str) -> None:
+    """Refuse a directory template that could reach a shell, a unit or an env file as anything but a path."""
+    text = str(template)
+    for field in _FIELD.findall(text):
+        if field not in FIELDS:
+            raise MpsError(f"{what}={text!r} uses the field {{{field}}}: only {{name}} and {{uuid}} can be "
+                           f"replaced (with the target's name and UUID), as plain fields without attributes, "
+                           f"indexes or format specs")
+    rest = _FIELD.sub("", text)
+    bad = [c for c in rest if not SAFE_PATH.match(c)]
+    if bad:
+        raise MpsError(f"{what}={text!r} contains {_describe_chars(bad)}: a directory may contain only {SAFE_CHARS}, "
+                       f"and the fields {{name}} and {{uuid}}")
+    if not text.startswith("/"):
+        raise MpsError(f"{what}={text!r} must be an absolute path (starting with /)")
+    if ".." in text.split("/"):
+        raise MpsError(f"{what}={text!r} contains '..': give the directory without parent references")
+
+
 def expand_directory(template: str, target: dict, what: str) -> str:
-    try:
-        path = template.format(name=target["name"], uuid=target["uuid"], gpu=target["gpu_index"])
-    except (KeyError, IndexError, ValueError) as exc:
-        raise MpsError(f"{what}={template!r} cannot be expanded ({exc}); it may use {{name}}, {{uuid}} and {{gpu}}") \
-            from None
-    if not path.startswith("/"):
-        raise MpsError(f"{what}={template!r} gives {path!r} for {target['name']}: it must be an absolute path")
+    validate_directory(template, what)
+    path = _FIELD.sub(lambda m: str(target[m.group(1)]), template)
+    if not SAFE_PATH.match(path) or ".." in path.split("/"):
+        raise MpsError(f"{what}={template!r} gives {path!r} for {target['name']}, which contains characters other "
+                       f"than {SAFE_CHARS}; use {{name}} instead of {{uuid}}")
     return path.rstrip("/") or "/"
 
 
@@ -403,13 +438,15 @@ def _limit_differs(current, wanted) -> bool:
 
 
 def plan_target(target: dict, observed: dict, desired: dict, options: dict) -> dict:
-    """Operations that bring one target from ``observed`` to ``desired``; raises MpsError before any change.
+    """Operations that bring one target from ``observed`` to ``desired``, and what refuses them.
 
     ``options``: state, manage_daemon, restart_servers, force, compute_mode.
-    Returns {"operations": [...], "after": predicted observation, "restart_required": bool,
-    "compute_mode_after": str | None}.
+    Returns {"operations": [...], "problems": [...], "after": predicted observation,
+    "restart_required": bool, "compute_mode_after": str | None}.  Nothing raises: every refusal of
+    every target is collected, so that the whole host is checked before the first write.
     """
     ops: list[dict] = []
+    problems: list[str] = []
     after = copy.deepcopy(observed)
     name = target["name"]
     restart_required = False
@@ -419,10 +456,10 @@ def plan_target(target: dict, observed: dict, desired: dict, options: dict) -> d
         if observed["running"]:
             busy = {s["pid"]: s["clients"] for s in observed["servers"] if s["clients"]}
             if busy and not options.get("force"):
-                raise MpsError(f"{name}: the MPS daemon has servers with connected clients ("
-                               + "; ".join(f"server {p}: clients {', '.join(map(str, c))}" for p, c in busy.items())
-                               + "); quit would wait until they finish: stop the clients first, or set force: true "
-                               "to give them timeout seconds and then shut their servers down (quit -t)")
+                problems.append(f"{name}: the MPS daemon has servers with connected clients ("
+                                + "; ".join(f"server {p}: clients {', '.join(map(str, c))}" for p, c in busy.items())
+                                + "); quit would wait until they finish: stop the clients first, or set force: true "
+                                "to give them timeout seconds and then shut their servers down (quit -t)")
             if options.get("force"):
                 grace = quit_grace(options.get("timeout", 10.0))
                 ops.append(_op("quit", grace, text=f"{name}: quit the MPS control daemon ({target['control_socket']}); "
@@ -434,7 +471,8 @@ def plan_target(target: dict, observed: dict, desired: dict, options: dict) -> d
             ops.append(_op("compute_mode", "default", text=f"{name}: set compute mode of GPU "
                            f"{target['gpu_index']} to DEFAULT"))
             mode_after = "default"
-        return {"operations": ops, "after": after, "restart_required": False, "compute_mode_after": mode_after}
+        return {"operations": ops, "problems": problems, "after": after, "restart_required": False,
+                "compute_mode_after": mode_after}
 
     if target["kind"] == "gpu" and want_mode != "unchanged" and target.get("compute_mode") != want_mode:
         ops.append(_op("compute_mode", want_mode, text=f"{name}: set compute mode of GPU {target['gpu_index']} "
@@ -442,12 +480,14 @@ def plan_target(target: dict, observed: dict, desired: dict, options: dict) -> d
         mode_after = want_mode
     if not observed["running"]:
         if not options.get("manage_daemon"):
-            raise MpsError(f"{name}: no MPS control daemon listens on {target['control_socket']}; start it (the "
-                           f"gpuops.sharing.mps role runs it as systemd unit nvidia-mps@{name}) or set "
-                           f"manage_daemon: true to let this module start it")
+            problems.append(f"{name}: no MPS control daemon listens on {target['control_socket']}; start it (the "
+                            f"gpuops.sharing.mps role runs it as systemd unit nvidia-mps@{name}) or set "
+                            f"manage_daemon: true to let this module start it")
+            return {"operations": ops, "problems": problems, "after": after, "restart_required": False,
+                    "compute_mode_after": mode_after}
         ops.append(_op("start", text=f"{name}: start the MPS control daemon for {target['uuid']} "
                        f"(nvidia-cuda-mps-control -d, pipe directory {target['pipe_directory']})"))
-        return {"operations": ops, "after": started_with(desired), "restart_required": False,
+        return {"operations": ops, "problems": problems, "after": started_with(desired), "restart_required": False,
                 "compute_mode_after": mode_after}
 
     current = observed["defaults"]
@@ -477,10 +517,11 @@ def plan_target(target: dict, observed: dict, desired: dict, options: dict) -> d
             restart_required = True
             continue
         if server["clients"] and not options.get("force"):
-            raise MpsError(f"{name}: MPS server {server['pid']} runs with {', '.join(stale)} different from the "
-                           f"requested ones and has connected clients ({', '.join(map(str, server['clients']))}) that "
-                           f"keep theirs; stop those clients, or set force: true to update the server for the clients "
-                           f"that connect later")
+            problems.append(f"{name}: MPS server {server['pid']} runs with {', '.join(stale)} different from the "
+                            f"requested ones and has connected clients ({', '.join(map(str, server['clients']))}) "
+                            f"that keep theirs; stop those clients, or set force: true to update the server for the "
+                            f"clients that connect later")
+            continue
         server_after = after["servers"][n]
         if "active_thread_percentage" in stale:
             ops.append(_op("set_active_thread_percentage", server["pid"], pct,
@@ -494,7 +535,38 @@ def plan_target(target: dict, observed: dict, desired: dict, options: dict) -> d
             server_after["device_pinned_mem_limit_mib"] = as_reported(limit)
         # clients connected before keep the limits they got: they must reconnect
         restart_required = restart_required or bool(server["clients"])
-    return {"operations": ops, "after": after, "restart_required": restart_required, "compute_mode_after": mode_after}
+    return {"operations": ops, "problems": problems, "after": after, "restart_required": restart_required,
+            "compute_mode_after": mode_after}
+
+
+# the runner's operation kinds, by the plan's own operation names
+OP_KINDS = {"compute_mode": "set_compute_mode", "start": "start_daemon", "quit": "quit_daemon",
+            "set_default_active_thread_percentage": "set_default", "set_default_device_pinned_mem_limit": "set_default",
+            "set_default_client_priority": "set_default", "set_active_thread_percentage": "set_server",
+            "set_device_pinned_mem_limit": "set_server"}
+
+
+def plan_host(targets: list[dict], observed: list[dict], desired: dict, options: dict) -> dict:
+    """Every target's plan, as the runner's typed operations in the order they run, and every refusal.
+
+    Compute modes are set before any daemon starts (``present``: a daemon started on a GPU in
+    DEFAULT mode is not alone on it) and put back after every daemon stopped (``absent``).
+    Returns {"ops": [Op], "problems": [str], "targets": [plan_target(...) per target]}.
+    """
+    plans = [plan_target(t, o, desired, options) for t, o in zip(targets, observed)]
+    modes, daemons = [], []
+    for target, plan in zip(targets, plans):
+        for op in plan["operations"]:
+            kind = OP_KINDS[op["op"]]
+            data = {"target": target["name"], "op": op}
+            if kind == "set_compute_mode":
+                modes.append(Op(kind, f"GPU {target['gpu_index']}", op["text"], {**data, "mode": op["args"][0]}))
+            else:
+                if kind in ("set_default", "set_server", "quit_daemon"):
+                    data["command"] = command(op)
+                daemons.append(Op(kind, target["name"], op["text"], data))
+    ops = daemons + modes if options["state"] == "absent" else modes + daemons
+    return {"ops": ops, "problems": [p for plan in plans for p in plan["problems"]], "targets": plans}
 
 
 def stale_settings(server: dict, desired: dict) -> list[str]:

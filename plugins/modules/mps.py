@@ -29,6 +29,9 @@ description:
     settings only. With O(manage_daemon=true) it also starts missing daemons itself (C(nvidia-cuda-mps-control -d)
     with the limits in the environment), for hosts without systemd; such daemons are not restarted after a crash or
     a reboot."
+  - "Runs in the order observe, plan, check, apply, verify: every target's daemon is read first (a daemon that cannot
+    be read is an error), every refusal of every target is reported before anything changes, and check mode stops
+    after the check, so its verdict is the real run's."
   - O(state=absent) stops the daemons with the C(quit) command, which waits until the servers' clients have finished;
     so it is refused while clients are connected, unless O(force=true), which sends C(quit -t <timeout>) instead;
     servers still running after O(timeout) seconds are then shut down and their clients fail.
@@ -65,8 +68,11 @@ options:
   pipe_directory:
     description:
       - The daemon's C(CUDA_MPS_PIPE_DIRECTORY), where its control socket C(control) is; clients use the same one.
-      - C({name}), C({uuid}) and C({gpu}) are replaced with the target's name, UUID and GPU index; with more than one
-        target it must contain one of them.
+      - C({name}) and C({uuid}) are replaced with the target's name and UUID; with more than one target it must
+        contain one of them. No other format fields (no attributes, indexes, conversions or format specs).
+      - An absolute path of letters, digits, C(.), C(_), C(-) and C(/) only, without C(..): it reaches the daemon's
+        environment, the role's unit and environment files and the shells of clients that source them, so blanks,
+        quotes, C($), backquotes, newlines and other characters are refused.
       - The daemon's sockets C(<pipe_directory>/control) and C(<pipe_directory>/control_privileged) must fit a Unix
         socket path (at most 107 bytes, 108 with the terminating NUL), so the directory can have at most 88 bytes.
     type: str
@@ -74,7 +80,7 @@ options:
   log_directory:
     description:
       - The daemon's C(CUDA_MPS_LOG_DIRECTORY), where it writes C(control.log) and its servers C(server.log).
-      - Placeholders as in O(pipe_directory).
+      - Placeholders and characters as in O(pipe_directory).
     type: str
     default: /var/log/nvidia-mps/{name}
   default_active_thread_percentage:
@@ -134,6 +140,9 @@ options:
     default: false
   timeout:
     description:
+      - Seconds to wait for each answer of a control daemon. A daemon that accepts connections but does not answer
+        (stopped with C(SIGSTOP), or hung) fails the module after this time with a message naming it; it is never
+        taken for a missing daemon.
       - Seconds to wait for a daemon to stop after C(quit).
       - With O(force=true) and O(state=absent), also the time connected clients get to finish before their servers are
         shut down (C(quit -t), whole seconds, rounded up).
@@ -197,7 +206,15 @@ restart_required:
   type: bool
   sample: false
 operations:
-  description: What was done, or in check mode would be done, one line each.
+  description: The plan, one line per operation, in the order it runs; on a refusal, the plan that was refused.
+  returned: always
+  type: list
+  elements: str
+  sample: ["gpu0: default active thread percentage 100 -> 25"]
+done:
+  description: The operations carried out, in order; empty in check mode and when the run was refused. When the
+    module fails after a change, it lists what was completed before the failure (and RV(changed) is V(true)); the
+    next run continues from there.
   returned: always
   type: list
   elements: str
@@ -280,35 +297,16 @@ targets:
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.gpuops.sharing.plugins.module_utils import _mps, _mps_host
+from ansible_collections.gpuops.sharing.plugins.module_utils import _host, _mps, _mps_host
 from ansible_collections.gpuops.sharing.plugins.module_utils._nvml import (
     HAS_PYNVML,
     PYNVML_IMPORT_ERROR,
     Nvml,
     NvmlError,
 )
+from ansible_collections.gpuops.sharing.plugins.module_utils._runner import run_module
 
-
-def _settings(observed: dict) -> dict:
-    d = observed["defaults"]
-    limit = d["device_pinned_mem_limit_mib"]
-    return {"active_thread_percentage": d["active_thread_percentage"], "client_priority": d["client_priority"],
-            "device_pinned_mem_limit": None if limit is None else _mps.format_size(limit)}
-
-
-def _servers(observed: dict, desired: dict) -> list[dict]:
-    return [{"pid": s["pid"], "active_thread_percentage": s["active_thread_percentage"],
-             "device_pinned_mem_limit": None if s["device_pinned_mem_limit_mib"] is None
-             else _mps.format_size(s["device_pinned_mem_limit_mib"]),
-             "clients": s["clients"], "stale": bool(_mps.stale_settings(s, desired))} for s in observed["servers"]]
-
-
-def _same(a: dict, b: dict) -> bool:
-    """Running state, defaults and server limits equal (clients may come and go meanwhile)."""
-    def key(o):
-        servers = [(s["pid"], s["active_thread_percentage"], s["device_pinned_mem_limit_mib"]) for s in o["servers"]]
-        return (o["running"], o["defaults"], servers)
-    return key(a) == key(b)
+EMPTY = {"changed": False, "restart_required": False, "operations": [], "done": [], "targets": []}
 
 
 def main() -> None:
@@ -330,93 +328,27 @@ def main() -> None:
         supports_check_mode=True,
     )
     p = module.params
-    result = {"changed": False, "restart_required": False, "operations": [], "targets": []}
     if not HAS_PYNVML:
-        module.fail_json(msg=missing_required_lib("nvidia-ml-py"), exception=PYNVML_IMPORT_ERROR, **result)
-
-    def run(argv, data, env):
-        return module.run_command(argv, data=data, binary_data=False, environ_update=env)
-
-    done: list[str] = []
+        module.fail_json(msg=missing_required_lib("nvidia-ml-py"), exception=PYNVML_IMPORT_ERROR, **EMPTY)
     try:
+        if not p["timeout"] > 0:
+            raise _mps.MpsError(f"timeout={p['timeout']!r} is not valid; give the seconds to wait for a control "
+                                f"daemon, more than 0 (default 10)")
+        for key in ("pipe_directory", "log_directory"):
+            _mps.validate_directory(p[key], key)
         limit_text = p["default_device_pinned_mem_limit"]
         desired = {"active_thread_percentage": _mps.validate_percentage(p["default_active_thread_percentage"]),
                    "device_pinned_mem_limit_mib": None if limit_text is None else _mps.parse_size(limit_text),
                    "client_priority": _mps.validate_priority(p["default_client_priority"])}
-        options = {k: p[k] for k in ("state", "manage_daemon", "restart_servers", "force", "compute_mode", "timeout")}
+        # the control client runs under a timeout (run_command has none): a stopped daemon must not hang the module
         with Nvml() as nv:
-            targets, warnings = _mps.resolve_targets(p["targets"], _mps_host.inventory(nv))
-            for warning in warnings:
-                module.warn(warning)
-            _mps.assign_directories(targets, p["pipe_directory"], p["log_directory"])
-            if p["state"] == "present":
-                _mps.validate_limit_fits(targets, desired["device_pinned_mem_limit_mib"], limit_text)
-                for warning in _mps.limit_warnings(desired["device_pinned_mem_limit_mib"], limit_text):
-                    module.warn(warning)
-            controls = [_mps_host.Control(run, module.get_bin_path("nvidia-cuda-mps-control"), t) for t in targets]
-            before = _mps_host.parallel(lambda c: c.observe(desired), controls)
-            plans = [_mps.plan_target(t, o, desired, options) for t, o in zip(targets, before)]   # raises first
-            changed = any(plan["operations"] for plan in plans)
-            after = [plan["after"] for plan in plans]
-            if changed and not module.check_mode:
-                after = _apply(module, nv, targets, controls, plans, desired, done)
-    except (_mps.MpsError, _mps_host.DaemonError, NvmlError) as exc:
-        # what was done before the failure: the next run converges from there
-        partial = {**result, "changed": bool(done), "operations": done}
-        module.fail_json(msg=str(exc), done=done, **partial)
-
-    for target, obs, plan in zip(targets, after, plans):
-        result["targets"].append({
-            **{k: target[k] for k in ("name", "kind", "uuid", "gpu_index", "gpu_uuid", "mig", "memory_total_mib",
-                                      "pipe_directory", "log_directory", "control_socket")},
-            "running": obs["running"], "settings": _settings(obs), "servers": _servers(obs, desired),
-            "compute_mode": plan["compute_mode_after"], "restart_required": plan["restart_required"],
-            "operations": [op["text"] for op in plan["operations"]],
-            "daemon_environment": _mps.daemon_environment(target, desired),
-            "client_environment": _mps.client_environment(target)})
-    result["changed"] = changed
-    result["restart_required"] = any(plan["restart_required"] for plan in plans)
-    result["operations"] = [op["text"] for plan in plans for op in plan["operations"]]
-    if module._diff:
-        result["diff"] = {
-            "before": "".join(_mps.describe(t, o, t["compute_mode"]) for t, o, pl in zip(targets, before, plans)
-                              if pl["operations"]),
-            "after": "".join(_mps.describe(t, o, pl["compute_mode_after"]) for t, o, pl in zip(targets, after, plans)
-                             if pl["operations"])}
-    module.exit_json(**result)
-
-
-def _apply(module, nv, targets, controls, plans, desired, done) -> list[dict]:
-    """Compute modes (before a daemon starts, after it stopped), then every daemon's operations; re-read; verify."""
-    absent = module.params["state"] == "absent"
-
-    def set_modes():
-        for target, plan in zip(targets, plans):
-            for op in plan["operations"]:
-                if op["op"] == "compute_mode":
-                    nv.set_compute_mode(nv.gpu(target["gpu_index"]), op["args"][0])
-                    done.append(op["text"])
-
-    def apply_one(item):
-        control, plan = item
-        ops = [op for op in plan["operations"] if op["op"] != "compute_mode"]
-        if ops:
-            control.apply(ops, desired, module.params["timeout"])
-            done.extend(op["text"] for op in ops)
-
-    if not absent:
-        set_modes()
-    _mps_host.parallel(apply_one, list(zip(controls, plans)))
-    if absent:
-        set_modes()
-    after = _mps_host.parallel(lambda c: c.observe(desired), controls)
-    for target, plan, obs in zip(targets, plans, after):
-        if not _same(obs, plan["after"]):
-            raise _mps_host.DaemonError(
-                f"{target['name']}: the MPS control daemon does not report the requested settings after the change "
-                f"(expected {_mps.describe(target, plan['after'], None).strip()!r}, "
-                f"got {_mps.describe(target, obs, None).strip()!r}); see {target['log_directory']}/control.log")
-    return after
+            host = _mps_host.HostMps(nv, _host.subprocess_runner(p["timeout"]),
+                                     module.get_bin_path("nvidia-cuda-mps-control"), p, desired)
+            run_module(module, host, EMPTY)
+    except _mps.MpsError as exc:
+        module.fail_json(msg=str(exc), **EMPTY)
+    except NvmlError as exc:
+        module.fail_json(msg=exc.message, **EMPTY)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import sys
 import jinja2
 import pytest
 import yaml
-from ansible.plugins.filter.core import comment
+from ansible.plugins.filter.core import comment, quote
 
 from ansible_collections.gpuops.sharing.plugins.modules import mps
 
@@ -34,6 +34,7 @@ def render(name: str, **variables) -> str:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(os.path.join(ROLE, "templates")),
                              keep_trailing_newline=True, trim_blocks=True)
     env.filters["comment"] = comment
+    env.filters["quote"] = quote
     return env.get_template(name).render(**variables)
 
 
@@ -67,6 +68,19 @@ def test_daemon_and_client_environment_files(planned):
     client = render("client.env.j2", mps_target=mig, **role_vars())
     lines = [line for line in client.splitlines() if line and not line.startswith("#")]
     assert lines == [f"CUDA_MPS_LOG_DIRECTORY={mig['log_directory']}", f"CUDA_MPS_PIPE_DIRECTORY={mig['pipe_directory']}"]
+
+
+def test_sourcing_the_client_env_file_runs_no_code(planned, tmp_path):
+    # the module refuses such directories; the file quotes its values all the same (issue 10, defect 8)
+    crafted = {**planned[1], "client_environment": {"CUDA_MPS_PIPE_DIRECTORY": f"/run/$(touch {tmp_path}/pwned) x",
+                                                    "CUDA_MPS_LOG_DIRECTORY": "/var/log/`id`"}}
+    path = tmp_path / "client.env"
+    path.write_text(render("client.env.j2", mps_target=crafted, **role_vars()))
+    shown = subprocess.run(["/bin/sh", "-c", f'set -a; . "{path}"; set +a; printf "%s|%s" '
+                            '"$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"'],
+                           capture_output=True, text=True, check=True).stdout
+    assert shown == f"/run/$(touch {tmp_path}/pwned) x|/var/log/`id`"
+    assert not (tmp_path / "pwned").exists()
 
 
 def test_drop_ins(planned):

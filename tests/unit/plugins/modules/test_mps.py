@@ -218,7 +218,11 @@ def test_no_daemon_without_manage_daemon_says_how_to_start_it(sim, mps_daemons, 
     assert failed and "no MPS control daemon listens on" in result["msg"]
     assert "nvidia-mps@gpu0" in result["msg"] and "manage_daemon: true" in result["msg"]
     assert sim.state()["gpus"][0]["compute_mode"] == 0   # refused before any change
-    assert result["targets"] == [] and result["operations"] == [] and result["restart_required"] is False
+    assert result["targets"] == [] and result["restart_required"] is False
+    # the refused plan is reported, nothing of it was done
+    assert result["operations"] == ["gpu0: set compute mode of GPU 0 (%s) to EXCLUSIVE_PROCESS"
+                                    % sim.state()["gpus"][0]["uuid"]]
+    assert result["done"] == [] and result["changed"] is False
 
 
 @pytest.mark.parametrize(("extra", "message"), [
@@ -243,7 +247,27 @@ def test_no_daemon_without_manage_daemon_says_how_to_start_it(sim, mps_daemons, 
     ({"default_active_thread_percentage": "25.5"}, "default_active_thread_percentage"),
     ({"default_client_priority": -1}, "default_client_priority"),
     ({"pipe_directory": "relative/{name}"}, "must be an absolute path"),
-    ({"log_directory": "/var/log/{nope}"}, "log_directory='/var/log/{nope}' cannot be expanded"),
+    ({"log_directory": "/var/log/{nope}"}, "log_directory='/var/log/{nope}' uses the field {nope}: only {name} and "
+     "{uuid} can be replaced"),
+    # nothing that a shell, a unit or an env file would read as more than a path (issue 10, defect 8)
+    ({"pipe_directory": "/run/mps/{name.__class__.__name__}"},
+     "pipe_directory='/run/mps/{name.__class__.__name__}' uses the field {name.__class__.__name__}: only {name} and "
+     "{uuid} can be replaced"),
+    ({"pipe_directory": "/run/mps/{name!r}"}, "uses the field {name!r}: only {name} and {uuid}"),
+    ({"pipe_directory": "/run/mps/{uuid:>40}"}, "uses the field {uuid:>40}: only {name} and {uuid}"),
+    ({"pipe_directory": "/run/mps/{gpu}"}, "uses the field {gpu}: only {name} and {uuid}"),
+    ({"pipe_directory": "/run/mps/{0}"}, "uses the field {0}: only {name} and {uuid}"),
+    ({"pipe_directory": "/run/$(touch /tmp/pwned)/{name}"},
+     "pipe_directory='/run/$(touch /tmp/pwned)/{name}' contains space, '$', '(', ')': a directory may contain only "
+     "letters, digits, '.', '_', '-' and '/', and the fields {name} and {uuid}"),
+    ({"log_directory": "/var/log/mps `id`/{name}"}, "contains space, backquote: a directory may contain only"),
+    ({"log_directory": "/var/log/mps\nX=1/{name}"}, "contains newline, '=': a directory may contain only"),
+    ({"pipe_directory": "/run/'mps'/{name}"}, "contains quote: a directory may contain only"),
+    ({"pipe_directory": '/run/"mps"/{name}'}, "contains double quote: a directory may contain only"),
+    ({"pipe_directory": "/run/mps;reboot/{name}"}, "contains ';': a directory may contain only"),
+    ({"pipe_directory": "/run/{name"}, "contains '{': a directory may contain only"),
+    ({"pipe_directory": "/run/../etc/{name}"}, "contains '..': give the directory without parent references"),
+    ({"timeout": 0}, "timeout=0.0 is not valid; give the seconds to wait"),
     ({"compute_mode": "exclusive_thread"}, "value of compute_mode must be one of"),
 ])
 def test_bad_requests_fail_before_any_change(sim, mps_daemons, tmp_path, extra, message):
@@ -345,3 +369,70 @@ def test_the_no_daemon_text_means_not_running(tmp_path):
     control, _sent, _mps = _control({}, tmp_path)
     control.run = lambda argv, data, env: (1, "Cannot find MPS control daemon process\n", "")
     assert control.observe({}) == _mps.not_running()
+
+
+def test_a_stopped_daemon_fails_within_the_timeout(sim, mps_daemons, tmp_path):
+    # issue 10, defect 8: a daemon stopped with kill -STOP accepts connections and never answers
+    import signal
+    import time
+    sim.init("H100-SXM5-80GB", 2)
+    for name in ("gpu0", "gpu1"):
+        mps_daemons.start(pipe(tmp_path, name))
+    with open(os.path.join(pipe(tmp_path, "gpu1"), "nvidia-cuda-mps-control.pid")) as fh:
+        pid = int(fh.read())
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        result, failed = run_module(mps.main, args(tmp_path, default_active_thread_percentage=30, timeout=1,
+                                                   compute_mode="unchanged"))
+        took = time.monotonic() - started
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert failed and took < 15, took      # 1 s per command, not forever (a loaded CI box is slow)
+    assert result["msg"].startswith("gpu1: the MPS control daemon on %s/control did not answer "
+                                    % pipe(tmp_path, "gpu1"))
+    assert "within 1 s (option timeout)" in result["msg"] and "stopped (SIGSTOP) or hung" in result["msg"]
+    # a failed read is an error, not "no daemon": nothing was changed on the daemon that did answer
+    assert not result["changed"] and result["done"] == []
+    assert mps_daemons.ctl(pipe(tmp_path, "gpu0"), "get_default_active_thread_percentage") == "100.0\n"
+
+
+def test_every_refusal_of_every_target_before_the_first_write(sim, mps_daemons, tmp_path):
+    sim.init("H100-SXM5-80GB", 2)
+    for name, pid in (("gpu0", 31), ("gpu1", 32)):
+        mps_daemons.start(pipe(tmp_path, name), CUDA_MPS_ACTIVE_THREAD_PERCENTAGE="50")
+        mps_daemons.client(pipe(tmp_path, name), pid)
+    result, failed = run_module(mps.main, args(tmp_path, default_active_thread_percentage=20, restart_servers=True))
+    assert failed and not result["changed"] and result["done"] == []
+    assert "gpu0: MPS server" in result["msg"] and "(31)" in result["msg"]
+    assert "gpu1: MPS server" in result["msg"] and "(32)" in result["msg"]
+    assert len(result["operations"]) >= 4        # the refused plan: compute modes and defaults of both GPUs
+    assert sim.state()["gpus"][0]["compute_mode"] == 0 and sim.state()["gpus"][1]["compute_mode"] == 0
+    for name in ("gpu0", "gpu1"):
+        assert mps_daemons.ctl(pipe(tmp_path, name), "get_default_active_thread_percentage") == "50.0\n"
+
+
+def test_done_lists_what_completed_before_a_failure(sim, mps_daemons, tmp_path):
+    sim.init("H100-SXM5-80GB", 2)
+    for name in ("gpu0", "gpu1"):
+        mps_daemons.start(pipe(tmp_path, name))
+    # gpu1's daemon goes away between the plan and its operation: the compute modes and gpu0 were done
+    from ansible_collections.gpuops.sharing.plugins.module_utils import _mps_host
+    real_set = _mps_host.Control.set
+
+    def set_then_stop(self, line):
+        if self.target["name"] == "gpu1":
+            raise _mps_host.DaemonError("gpu1: the MPS control daemon refused " + line + ": gone")
+        return real_set(self, line)
+    import pytest as _pytest
+    with _pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_mps_host.Control, "set", set_then_stop)
+        result, failed = run_module(mps.main, args(tmp_path, default_active_thread_percentage=40))
+    assert failed and result["changed"] is True
+    uuids = [g["uuid"] for g in sim.state()["gpus"]]
+    assert result["done"] == [f"gpu0: set compute mode of GPU 0 ({uuids[0]}) to EXCLUSIVE_PROCESS",
+                              f"gpu1: set compute mode of GPU 1 ({uuids[1]}) to EXCLUSIVE_PROCESS",
+                              "gpu0: default active thread percentage 100 -> 40"]
+    assert "Completed before the failure" in result["msg"]
+    again, failed = run_module(mps.main, args(tmp_path, default_active_thread_percentage=40))
+    assert not failed and again["operations"] == ["gpu1: default active thread percentage 100 -> 40"]
