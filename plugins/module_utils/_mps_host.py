@@ -14,7 +14,10 @@ without a limit would hang the module.  Decisions are made in :mod:`_mps`.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import stat
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -205,15 +208,18 @@ class HostMps:
 
     errors = ERRORS
 
-    def __init__(self, nv, run, binary: str | None, params: dict, desired: dict, runner=None):
+    def __init__(self, nv, run, binary: str | None, params: dict, desired: dict, runner=None, units=None):
         self.nv = nv
+        self.units = units
         self.run = run
         self.runner = runner
         self.binary = binary
         self.params = params
         self.desired = desired
         self.options = {k: params[k] for k in ("state", "manage_daemon", "restart_servers", "force", "compute_mode",
-                                               "timeout")}
+                                               "timeout", "prune")}
+        if units is not None:
+            self.options["manage_daemon"] = True     # started through their units
         self.warnings: list[str] = []
         self.controls: dict[str, Control] = {}
         self.after: dict[str, dict] = {}
@@ -233,15 +239,30 @@ class HostMps:
         for target in targets:
             self.controls[target["name"]] = Control(self.run, self.binary, target, p["timeout"], self.runner)
         observed = parallel(lambda t: self.controls[t["name"]].observe(self.desired), targets)
-        return {"targets": targets, "observed": observed}
+        state = {"targets": targets, "observed": observed, "units": None, "python": None}
+        if self.units is not None:
+            state["units"] = self.units.observe([t["name"] for t in targets])
+            if p["state"] == "present" and any(t["kind"] == "mig" for t in targets):
+                state["python"] = self.units.run([self.units.cfg["python"], "-c", "import pynvml"])
+        return state
 
     # ------------------------------------------------------------------ plan and check
     def plan(self, state: dict) -> list:
         self.planned = _mps.plan_host(state["targets"], state["observed"], self.desired, self.options)
+        self.planned["units"] = {}
+        if self.units is not None:
+            folded = _mps.plan_units(state["targets"], self.planned, state["units"], self.desired, self.options,
+                                     self.units.cfg, self.units.config_dir)
+            self.planned.update(folded)
         return self.planned["ops"]
 
     def check(self, state: dict, ops: list) -> list[str]:
         problems = list(self.planned["problems"])
+        if state["python"] is not None and state["python"][0] != 0:
+            problems.append(f"{self.units.cfg['python']} cannot import nvidia-ml-py (pynvml) "
+                            f"({(state['python'][2] or state['python'][1]).strip()[-300:]}); the daemons of MIG devices "
+                            f"find their device with it at every start: install it (pip install nvidia-ml-py) or set "
+                            f"systemd.python")
         if not self.binary and any(op.kind != "set_compute_mode" for op in ops):
             problems.append("nvidia-cuda-mps-control is not on PATH: install the NVIDIA driver's compute utilities "
                             "(nvidia-compute-utils or the CUDA toolkit's MPS binaries)")
@@ -253,6 +274,8 @@ class HostMps:
             target = next(t for t in state["targets"] if t["name"] == op.data["target"])
             self.nv.set_compute_mode(self.nv.gpu(target["gpu_index"]), op.data["mode"])
             return None
+        if op.kind in ("write_file", "remove_file", "daemon_reload", "start_units", "restart_units", "stop_units"):
+            return self._apply_unit(op)
         control = self.controls[op.data["target"]]
         if op.kind == "start_daemon":
             control.start(self.desired)
@@ -264,10 +287,31 @@ class HostMps:
             raise DaemonError(f"unknown MPS operation {op.kind!r}")
         return None
 
+    def _apply_unit(self, op):
+        units = self.units
+        if op.kind == "write_file":
+            write_file(op.data["path"], op.data["text"], units.move)
+        elif op.kind == "remove_file":
+            if os.path.lexists(op.data["path"]):
+                os.unlink(op.data["path"])
+            if op.data.get("rmdir"):
+                with contextlib.suppress(OSError):   # left in place when the admin put more in it
+                    os.rmdir(os.path.dirname(op.data["path"]))
+        elif op.kind == "daemon_reload":
+            units.systemctl_batch("daemon-reload")
+        elif op.kind == "start_units":
+            units.systemctl_batch("enable", "--now", "--", *op.data["units"])
+        elif op.kind == "restart_units":
+            units.systemctl_batch("restart", "--", *op.data["units"])
+        elif op.kind == "stop_units":
+            units.systemctl_batch("disable", "--now", "--", *op.data["units"])
+        return None
+
     # ------------------------------------------------------------------ verify and report
     def verify(self, state: dict, ops: list) -> list[str]:
         problems = []
-        touched = {op.data["target"] for op in ops}
+        touched = {op.data["target"] for op in ops if "target" in op.data}
+        touched |= {name for op in ops for name in op.data.get("targets", ())}
         targets = [t for t in state["targets"] if t["name"] in touched]
         fresh = parallel(lambda t: self.controls[t["name"]].observe(self.desired), targets)
         plans = dict(zip((t["name"] for t in state["targets"]), self.planned["targets"]))
@@ -279,7 +323,18 @@ class HostMps:
                     f"{target['name']}: the MPS control daemon does not report the requested settings after the "
                     f"change (expected {_mps.describe(target, expected, None).strip()!r}, got "
                     f"{_mps.describe(target, obs, None).strip()!r}); see {target['log_directory']}/control.log")
+        if self.planned["units"]:
+            now = self.units.show(sorted(self.planned["units"]))
+            for unit, (active, enabled) in sorted(self.planned["units"].items()):
+                if _mps.unit_on(now[unit]) != (active, enabled):
+                    problems.append(f"{unit} is {now[unit].get('ActiveState')} and {now[unit].get('UnitFileState')}"
+                                    f" after the change, not {'active' if active else 'inactive'} and "
+                                    f"{'enabled' if enabled else 'disabled'}; see journalctl -u {unit}")
         for op in ops:
+            if op.kind == "write_file" and read_small(op.data["path"]) != op.data["text"]:
+                problems.append(f"{op.data['path']} does not hold what was written")
+            if op.kind == "remove_file" and os.path.lexists(op.data["path"]):
+                problems.append(f"{op.data['path']} still exists after removing it")
             if op.kind == "set_compute_mode":
                 target = next(t for t in state["targets"] if t["name"] == op.data["target"])
                 mode = self.nv.summary(self.nv.gpu(target["gpu_index"]))["compute_mode"]
@@ -301,6 +356,7 @@ class HostMps:
                 if target["kind"] == "gpu" else None,
                 "restart_required": plan["restart_required"],
                 "operations": [op["text"] for op in plan["operations"]],
+                "unit": None if self.units is None else _mps.unit_instance(self.units.cfg["unit_name"], target["name"]),
                 "daemon_environment": _mps.daemon_environment(target, self.desired),
                 "client_environment": _mps.client_environment(target)})
         self._diff = {
@@ -328,3 +384,120 @@ def _servers(observed: dict, desired: dict) -> list[dict]:
              "device_pinned_mem_limit": None if s["device_pinned_mem_limit_mib"] is None
              else _mps.format_size(s["device_pinned_mem_limit_mib"]),
              "clients": s["clients"], "stale": bool(_mps.stale_settings(s, desired))} for s in observed["servers"]]
+
+
+# --------------------------------------------------------------------------- units and env files
+
+MAX_FILE = 64 * 1024     # an env or unit file the module wrote is a few hundred bytes
+
+
+def read_small(path: str) -> str | None:
+    """A regular file's text (None when it does not exist); refuses symlinks, other file types and big files."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        raise _mps.MpsError(f"{path} is {'a symlink' if stat.S_ISLNK(st.st_mode) else 'not a regular file'}; the "
+                            f"module writes and removes only regular files there: remove it or choose another "
+                            f"config_dir")
+    if st.st_size > MAX_FILE:
+        raise _mps.MpsError(f"{path} is {st.st_size} bytes, more than the {MAX_FILE} an MPS env or unit file has; "
+                            f"it is not one the module wrote: move it away")
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, encoding="utf-8", errors="replace") as fh:
+        return fh.read(MAX_FILE)
+
+
+def write_file(path: str, text: str, move) -> None:
+    """Write ``text`` to a new file next to ``path`` (O_EXCL, 0644) and move it over ``path`` with ``move``."""
+    directory = os.path.dirname(path)
+    if not os.path.isdir(directory):
+        os.makedirs(directory, mode=0o755, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".gpuops-mps-", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.chmod(tmp, 0o644)
+        move(tmp, path)
+    finally:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+
+
+class Units:
+    """The systemd side of one host: the template unit, one EnvironmentFile per target, client env files."""
+
+    def __init__(self, run, systemctl: str | None, cfg: dict, config_dir: str, move):
+        self.run = run
+        self.systemctl = systemctl
+        self.cfg = cfg
+        self.config_dir = config_dir
+        self.move = move
+        self.unit_path = os.path.join(cfg["unit_dir"], f"{cfg['unit_name']}@.service")
+
+    def instance(self, name: str) -> str:
+        return _mps.unit_instance(self.cfg["unit_name"], name)
+
+    def observe(self, names: list[str]) -> dict:
+        """Files in config_dir, the template unit, old drop-ins, enabled instances and the units' states."""
+        files: dict[str, str | None] = {}
+        foreign: list[str] = []
+        if os.path.lexists(self.config_dir) and not os.path.isdir(self.config_dir) \
+                or os.path.islink(self.config_dir):
+            raise _mps.MpsError(f"config_dir {self.config_dir} is not a directory (or is a symlink); give a plain "
+                                f"directory")
+        if os.path.isdir(self.config_dir):
+            for entry in sorted(os.listdir(self.config_dir)):
+                if _mps.target_file(entry) is None:
+                    continue
+                path = os.path.join(self.config_dir, entry)
+                text = read_small(path)
+                if _mps.is_ours(text):
+                    files[path] = text
+                else:
+                    foreign.append(path)
+        for name in names:
+            for suffix in (_mps.DAEMON_FILE, _mps.CLIENT_FILE):
+                path = os.path.join(self.config_dir, name + suffix)
+                if path not in files and path not in foreign:
+                    files[path] = None
+        prefix = f"{self.cfg['unit_name']}@"
+        drop_ins, enabled = [], set()
+        unit_dir = self.cfg["unit_dir"]
+        if os.path.isdir(unit_dir):
+            for entry in sorted(os.listdir(unit_dir)):
+                path = os.path.join(unit_dir, entry)
+                if entry.startswith(prefix) and entry.endswith(".service.d"):
+                    if os.path.lexists(os.path.join(path, "gpuops.conf")):
+                        drop_ins.append(os.path.join(path, "gpuops.conf"))
+                elif entry.endswith(".wants") and os.path.isdir(path) and not os.path.islink(path):
+                    enabled.update(e for e in os.listdir(path) if e.startswith(prefix) and e != prefix + ".service")
+        files[self.unit_path] = read_small(self.unit_path)
+        units = sorted({self.instance(n) for n in names} | enabled
+                       | {self.instance(_mps.target_file(os.path.basename(p))[0]) for p in files
+                          if p != self.unit_path and files[p] is not None}
+                       | {os.path.basename(os.path.dirname(p))[:-2] for p in drop_ins})
+        return {"files": files, "foreign": foreign, "drop_ins": drop_ins, "states": self.show(units)}
+
+    def show(self, units: list[str]) -> dict[str, dict]:
+        if not units:
+            return {}
+        if not self.systemctl:
+            raise _mps.MpsError("systemctl was not found: the systemd option needs systemd; leave it out on hosts "
+                                "without systemd (with manage_daemon: true the module starts the daemons itself)")
+        rc, out, err = self.run([self.systemctl, "show", "--property=Id,LoadState,ActiveState,UnitFileState",
+                                 "--", *units])
+        if rc != 0:
+            raise DaemonError(f"systemctl show {' '.join(units)} failed (rc={rc}): {(err or out).strip()}")
+        states = _mps.parse_unit_show(out)
+        missing = [u for u in units if u not in states]
+        if missing:
+            raise DaemonError(f"systemctl show did not report {', '.join(missing)}: {out.strip()!r}")
+        return states
+
+    def systemctl_batch(self, *argv: str) -> None:
+        rc, out, err = self.run([self.systemctl, *argv])
+        if rc != 0:
+            raise DaemonError(f"systemctl {' '.join(argv)} failed (rc={rc}): {(err or out).strip()}; see "
+                              f"journalctl -u {self.cfg['unit_name']}@<target>")

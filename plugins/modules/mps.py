@@ -24,11 +24,11 @@ description:
   - Sets the compute mode of whole-GPU targets to C(EXCLUSIVE_PROCESS) (NVIDIA's recommendation for MPS); compute mode
     does not survive a reboot. The driver refuses C(EXCLUSIVE_PROCESS) on a MIG-enabled GPU (C(nvidia-smi -c) reports
     Not Supported and moves on), and a MIG device has no compute mode of its own, so MIG targets have none.
-  - "Who runs the daemons: with O(manage_daemon=false) (the default) the module expects them running, as the
-    P(gpuops.sharing.mps#role) role's systemd units (C(nvidia-mps@<target>.service)) run them, and manages their
-    settings only. With O(manage_daemon=true) it also starts missing daemons itself (C(nvidia-cuda-mps-control -d)
-    with the limits in the environment), for hosts without systemd; such daemons are not restarted after a crash or
-    a reboot."
+  - "Who runs the daemons: with O(systemd) the module manages their systemd units (C(nvidia-mps@<target>.service)),
+    as the P(gpuops.sharing.mps#role) role does in one call per host. With O(manage_daemon=true) it starts missing
+    daemons itself (C(nvidia-cuda-mps-control -d) with the limits in the environment), for hosts without systemd;
+    such daemons are not restarted after a crash or a reboot. With neither, it expects them running and manages
+    their settings only."
   - "Runs in the order observe, plan, check, apply, verify: every target's daemon is read first (a daemon that cannot
     be read is an error), every refusal of every target is reported before anything changes, and check mode stops
     after the check, so its verdict is the real run's."
@@ -118,7 +118,7 @@ options:
   manage_daemon:
     description:
       - Start a target's daemon when none runs (V(true)), or fail saying how to start it (V(false)).
-      - Leave V(false) where systemd runs the daemons (the P(gpuops.sharing.mps#role) role).
+      - Leave V(false) where systemd runs the daemons (O(systemd)).
     type: bool
     default: false
   restart_servers:
@@ -148,6 +148,71 @@ options:
         shut down (C(quit -t), whole seconds, rounded up).
     type: float
     default: 10.0
+  systemd:
+    description:
+      - Run each target's daemon as an instance C(<unit_name>@<target>.service) of one generic template unit, which
+        the module writes to O(systemd.unit_dir), with one EnvironmentFile per target, C(<config_dir>/<target>.conf)
+        (the device, or for a MIG device its placements; the directories; the limits; the compute mode). There are no
+        drop-ins (those the role wrote before are removed).
+      - Missing or stopped daemons are enabled and started in one C(systemctl enable --now) call; with O(state=absent)
+        they are stopped and disabled in one C(systemctl disable --now) call and their files removed.
+      - Files are written to a temporary file in the same directory and moved into place; symlinks and files the
+        module did not write are refused, never followed or overwritten.
+      - The daemons of MIG devices start after O(systemd.after) (the P(gpuops.sharing.mig#role) role's boot unit,
+        which re-creates the MIG devices with new UUIDs) and find their device by its placements with
+        O(systemd.exec_path) (the role installs it), which needs nvidia-ml-py in O(systemd.python); the module checks
+        that before it changes anything.
+      - Leave out on hosts without systemd.
+    type: dict
+    suboptions:
+      unit_name:
+        description: Name of the template unit, without C(@.service).
+        type: str
+        default: nvidia-mps
+      unit_dir:
+        description: Where the template unit is written.
+        type: str
+        default: /etc/systemd/system
+      python:
+        description: The host's Python that runs O(systemd.exec_path) at every start.
+        type: str
+        default: /usr/bin/python3
+      exec_path:
+        description: The C(gpuops-mps-exec) helper the P(gpuops.sharing.mps#role) role installs.
+        type: str
+        default: /usr/local/lib/gpuops-sharing/gpuops-mps-exec
+      control_binary:
+        description: The C(nvidia-cuda-mps-control) the units run.
+        type: str
+        default: /usr/bin/nvidia-cuda-mps-control
+      smi_binary:
+        description: The C(nvidia-smi) that sets the compute mode of whole GPUs before every start.
+        type: str
+        default: /usr/bin/nvidia-smi
+      after:
+        description: Units the daemons start after.
+        type: list
+        elements: str
+        default: [gpuops-mig.service]
+      stop_timeout:
+        description: Stopping a unit sends C(quit -t <stop_timeout>); systemd's own stop timeout is 15 s more.
+        type: int
+        default: 20
+  config_dir:
+    description:
+      - With O(systemd), where the units' environment files C(<target>.conf) and the clients' environment files
+        C(<target>.env) are written. Clients use C(set -a; . <config_dir>/<target>.env; set +a); values are quoted
+        (C(shlex.quote)), so sourcing a file runs nothing.
+    type: str
+    default: /etc/nvidia-mps
+  prune:
+    description:
+      - With O(systemd), also stop, disable and remove the units and files of targets that no longer exist (a MIG
+        re-layout that removed a device) in the same run; with O(state=absent), also the template unit, so that
+        nothing the module installed remains.
+      - Leave V(false) when several calls manage different targets of one host.
+    type: bool
+    default: false
 notes:
   - Each daemon sees exactly one device, so limits are set for device ordinal C(0), as NVIDIA's own Kubernetes
     device plugin does.
@@ -189,6 +254,14 @@ EXAMPLES = r"""
   ansible.builtin.debug:
     msg: "{{ mps.targets | selectattr('restart_required') | map(attribute='name') | list }}"
   when: mps.restart_required
+
+- name: Every daemon as a systemd unit, stale ones of removed MIG devices pruned, in one call
+  gpuops.sharing.mps:
+    targets: [all]
+    default_active_thread_percentage: 25
+    systemd: {}
+    prune: true
+  become: true
 
 - name: Stop the daemon of GPU 1 and put the GPU back to the DEFAULT compute mode
   gpuops.sharing.mps:
@@ -280,8 +353,12 @@ targets:
       description: This target's operations.
       type: list
       elements: str
+    unit:
+      description: The daemon's systemd unit with O(systemd); V(null) without.
+      type: str
+      sample: nvidia-mps@gpu0-mig3.0.service
     daemon_environment:
-      description: The environment the daemon is (to be) started with, as the role's unit uses it.
+      description: The environment the daemon is (to be) started with.
       type: dict
       sample:
         CUDA_VISIBLE_DEVICES: MIG-2d9e0b9c-8f0a-5b8e-9c55-0d2c1a7d1f3e
@@ -324,6 +401,18 @@ def main() -> None:
             "restart_servers": {"type": "bool", "default": False},
             "force": {"type": "bool", "default": False},
             "timeout": {"type": "float", "default": 10.0},
+            "systemd": {"type": "dict", "options": {
+                "unit_name": {"type": "str", "default": "nvidia-mps"},
+                "unit_dir": {"type": "str", "default": "/etc/systemd/system"},
+                "python": {"type": "str", "default": "/usr/bin/python3"},
+                "exec_path": {"type": "str", "default": "/usr/local/lib/gpuops-sharing/gpuops-mps-exec"},
+                "control_binary": {"type": "str", "default": "/usr/bin/nvidia-cuda-mps-control"},
+                "smi_binary": {"type": "str", "default": "/usr/bin/nvidia-smi"},
+                "after": {"type": "list", "elements": "str", "default": ["gpuops-mig.service"]},
+                "stop_timeout": {"type": "int", "default": 20},
+            }},
+            "config_dir": {"type": "str", "default": "/etc/nvidia-mps"},
+            "prune": {"type": "bool", "default": False},
         },
         supports_check_mode=True,
     )
@@ -340,10 +429,25 @@ def main() -> None:
         desired = {"active_thread_percentage": _mps.validate_percentage(p["default_active_thread_percentage"]),
                    "device_pinned_mem_limit_mib": None if limit_text is None else _mps.parse_size(limit_text),
                    "client_priority": _mps.validate_priority(p["default_client_priority"])}
+        units = None
+        if p["systemd"] is not None and p["manage_daemon"]:
+            raise _mps.MpsError("manage_daemon: true and systemd: the daemons run either under their systemd units "
+                                "(systemd, started and stopped by the module through systemctl) or started by the "
+                                "module in the background (manage_daemon: true, hosts without systemd); give one")
+        if p["systemd"] is not None:
+            _mps.validate_systemd(p["systemd"])
+            _mps.validate_config_dir(p["config_dir"])
+            # starting a unit waits for its control socket (ExecStartPost, at most 30 s), stopping for quit -t
+            units = _mps_host.Units(_host.subprocess_runner(max(120.0, p["systemd"]["stop_timeout"] + 60.0)),
+                                    module.get_bin_path("systemctl"), p["systemd"], p["config_dir"].rstrip("/"),
+                                    lambda src, dest: module.atomic_move(src, dest))
+        elif p["prune"]:
+            raise _mps.MpsError("prune: true removes the units and files of targets that no longer exist; it needs "
+                                "the systemd option (the units the module manages)")
         # the control client runs under a timeout (run_command has none): a stopped daemon must not hang the module
         with Nvml() as nv:
             host = _mps_host.HostMps(nv, _host.subprocess_runner(p["timeout"]),
-                                     module.get_bin_path("nvidia-cuda-mps-control"), p, desired)
+                                     module.get_bin_path("nvidia-cuda-mps-control"), p, desired, units=units)
             run_module(module, host, EMPTY)
     except _mps.MpsError as exc:
         module.fail_json(msg=str(exc), **EMPTY)

@@ -436,3 +436,134 @@ def test_done_lists_what_completed_before_a_failure(sim, mps_daemons, tmp_path):
     assert "Completed before the failure" in result["msg"]
     again, failed = run_module(mps.main, args(tmp_path, default_active_thread_percentage=40))
     assert not failed and again["operations"] == ["gpu1: default active thread percentage 100 -> 40"]
+
+
+# ------------------------------------------------------------------ units (systemd: one call per host, issue 11)
+
+FAKE_BIN = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "fake_bin")
+
+
+@pytest.fixture
+def units(tmp_path, monkeypatch, sim):
+    """A host with systemd for the module: the fake systemctl, a unit directory and a config directory."""
+    from ...conftest import COLLECTIONS, ROOT
+    unit_dir, config_dir = tmp_path / "units", tmp_path / "etc"
+    unit_dir.mkdir()
+    monkeypatch.setenv("PATH", FAKE_BIN + os.pathsep + os.environ["PATH"])
+    monkeypatch.setenv("FAKE_SYSTEMCTL_STATE", str(tmp_path / "systemctl.json"))
+    monkeypatch.setenv("FAKE_SYSTEMCTL_UNIT_DIR", str(unit_dir))
+    monkeypatch.setenv("GPUOPS_SHARING_LIB", COLLECTIONS)
+    monkeypatch.setenv("PYTHONPATH", SIMULATOR)      # gpusim's pynvml for gpuops-mps-exec, as on the fleet hosts
+    control = os.path.join(SIMULATOR, "bin", "nvidia-cuda-mps-control")
+
+    def request(**extra):
+        return {**args(tmp_path), "config_dir": str(config_dir), "prune": True,
+                "systemd": {"unit_dir": str(unit_dir), "python": sys.executable, "control_binary": control,
+                            "exec_path": os.path.join(ROOT, "roles", "mps", "files", "gpuops-mps-exec"),
+                            "smi_binary": os.path.join(SIMULATOR, "bin", "nvidia-smi")}, **extra}
+
+    def calls():
+        import json
+        with open(tmp_path / "systemctl.json") as fh:
+            return [c for c in json.load(fh)["calls"] if c[0] != "show"]
+
+    return request, unit_dir, config_dir, calls
+
+
+def test_units_one_batch_then_no_change_then_pruned_and_removed(sim, mps_daemons, tmp_path, units):
+    request, unit_dir, config_dir, calls = units
+    mig_host(sim, spec="19,19,19")
+    want = request(default_active_thread_percentage=25, default_device_pinned_mem_limit="2G")
+    check, failed = run_module(mps.main, {**want, "_ansible_check_mode": True})
+    assert not failed, check["msg"]
+    assert check["changed"] and check["done"] == [] and not os.path.exists(config_dir)
+    names = [t["name"] for t in check["targets"]]
+    assert len(names) == 3 and all(t["unit"] == f"nvidia-mps@{t['name']}.service" for t in check["targets"])
+    assert check["operations"][-1] == "enable and start " + ", ".join(f"nvidia-mps@{n}.service" for n in names)
+
+    first, failed = run_module(mps.main, want)
+    assert not failed, first["msg"]
+    assert first["changed"] and first["done"] == check["operations"]
+    # one systemctl call starts every daemon
+    assert calls() == [["daemon-reload"], ["enable", "--now", "--", *(f"nvidia-mps@{n}.service" for n in names)]]
+    for target in first["targets"]:
+        assert target["running"] and target["settings"]["active_thread_percentage"] == 25.0
+        # the daemon of a MIG device found its device by placement (gpuops-mps-exec, from the env file)
+        assert mps_daemons.ctl(target["pipe_directory"], "get_default_device_pinned_mem_limit 0") == "2G\n"
+    conf = (config_dir / f"{names[0]}.conf").read_text()
+    assert conf.startswith("# Managed by gpuops.sharing.mps") and "GPUOPS_MPS_GPU_INSTANCE_START=" in conf
+    assert "CUDA_VISIBLE_DEVICES" not in conf
+    assert (unit_dir / "nvidia-mps@.service").read_text().count("EnvironmentFile=%s/%%i.conf" % config_dir) == 1
+
+    again, failed = run_module(mps.main, want)
+    assert not failed and not again["changed"] and again["operations"] == [] and again["done"] == []
+    again, failed = run_module(mps.main, {**want, "_ansible_check_mode": True})
+    assert not failed and not again["changed"]
+
+    # a MIG re-layout removes the last MIG device: its unit and files go in the same run
+    gone = names[-1]
+    gi = max(sim.state()["gpus"][0]["gpu_instances"], key=lambda g: g["start"])
+    for argv in (["mig", "-i", "0", "-dci", "-gi", str(gi["id"])], ["mig", "-i", "0", "-dgi", "-gi", str(gi["id"])]):
+        done = subprocess.run(SMI + argv, capture_output=True, text=True, check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
+    before = len(calls())
+    pruned, failed = run_module(mps.main, want)
+    assert not failed, pruned["msg"]
+    assert f"stop and disable nvidia-mps@{gone}.service" in pruned["done"]
+    assert calls()[before:] == [["disable", "--now", "--", f"nvidia-mps@{gone}.service"]]
+    assert not (config_dir / f"{gone}.conf").exists() and not (config_dir / f"{gone}.env").exists()
+    assert [t["name"] for t in pruned["targets"]] == names[:-1]
+
+    # state=absent with prune: nothing the module installed remains
+    removed, failed = run_module(mps.main, {**want, "state": "absent", "force": True})
+    assert not failed, removed["msg"]
+    assert os.listdir(config_dir) == [] and os.listdir(unit_dir) == []
+    assert all(not t["running"] for t in removed["targets"])
+    assert calls()[-2:] == [["disable", "--now", "--", *(f"nvidia-mps@{n}.service" for n in names[:-1])],
+                            ["daemon-reload"]]
+    again, failed = run_module(mps.main, {**want, "state": "absent"})
+    assert not failed and not again["changed"]
+
+
+def test_units_env_files_quote_and_refuse_symlinks(sim, mps_daemons, tmp_path, units):
+    request, unit_dir, config_dir, calls = units
+    sim.init("H100-SXM5-80GB", 1)
+    config_dir.mkdir()
+    (config_dir / "gpu0.env").symlink_to(tmp_path / "elsewhere")
+    result, failed = run_module(mps.main, request(compute_mode="unchanged"))
+    assert failed and not result["changed"]
+    assert result["msg"] == (f"{config_dir}/gpu0.env is a symlink; the module writes and removes only regular files "
+                             f"there: remove it or choose another config_dir")
+    assert not (tmp_path / "elsewhere").exists()
+    (config_dir / "gpu0.env").unlink()
+    (config_dir / "gpu0.env").write_text("CUDA_MPS_PIPE_DIRECTORY=/mine\n")     # an admin's own file
+    result, failed = run_module(mps.main, request(compute_mode="unchanged"))
+    assert failed and "gpu0.env exists and is not a file the module wrote" in result["msg"]
+    (config_dir / "gpu0.env").unlink()
+    result, failed = run_module(mps.main, request(compute_mode="unchanged"))
+    assert not failed, result["msg"]
+    client = (config_dir / "gpu0.env").read_text()
+    shown = subprocess.run(["/bin/sh", "-c", f'set -a; . "{config_dir}/gpu0.env"; printf %s "$CUDA_MPS_PIPE_DIRECTORY"'],
+                           capture_output=True, text=True, check=True).stdout
+    assert shown == pipe(tmp_path, "gpu0") and f"CUDA_MPS_PIPE_DIRECTORY={pipe(tmp_path, 'gpu0')}\n" in client
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ({"manage_daemon": True}, "manage_daemon: true and systemd: the daemons run either under their systemd units"),
+    ({"config_dir": "/etc/mps $(id)"}, "config_dir='/etc/mps $(id)' is not valid: give an absolute path of letters"),
+    ({"systemd": {"unit_name": "nvidia mps"}}, "systemd.unit_name='nvidia mps' is not a unit name"),
+    ({"systemd": {"python": "python3"}}, "systemd.python='python3' is not valid: give an absolute path"),
+    ({"systemd": {"after": ["a.service;b"]}}, "systemd.after: 'a.service;b' is not a unit name"),
+    ({"systemd": {"stop_timeout": 0}}, "systemd.stop_timeout=0 is not valid; give whole seconds from 1 to 3600"),
+    ({"systemd": None, "prune": True}, "prune: true removes the units and files of targets that no longer exist; it "
+                                       "needs the systemd option"),
+])
+def test_bad_unit_settings(sim, mps_daemons, tmp_path, units, extra, message):
+    request = units[0]
+    sim.init("H100-SXM5-80GB", 1)
+    base = request()
+    if extra.get("systemd"):
+        extra = {**extra, "systemd": {**base["systemd"], **extra["systemd"]}}
+    result, failed = run_module(mps.main, {**base, **extra})
+    assert failed and message in result["msg"], result["msg"]
+    assert result["done"] == [] and not result["changed"]
