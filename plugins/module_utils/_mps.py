@@ -618,6 +618,8 @@ def describe(target: dict, observed: dict, compute_mode: str | None) -> str:
 MARK = "# Managed by gpuops.sharing.mps: rewritten and removed by the module, do not edit."
 # headers of the files the mps role wrote before the module did (pruned like the module's own)
 OLD_MARKS = ("# Environment of the MPS control daemon ", "# Clients of the MPS daemon ")
+DEFAULT_UNIT = "nvidia-mps"
+DEFAULT_CONFIG_DIR = "/etc/nvidia-mps"
 DAEMON_FILE = ".conf"
 CLIENT_FILE = ".env"
 _TARGET_FILE = re.compile(r"^(gpu\d+(?:-mig\d+\.\d+)?)\.(conf|env)$")
@@ -766,12 +768,13 @@ def plan_units(targets: list[dict], host_plan: dict, seen: dict, desired: dict, 
     with ``state=absent`` the template unit.  Returns {"ops", "problems", "units"} (unit -> the
     (active, enabled) it must have afterwards).
     """
-    unit_name = cfg["unit_name"]
+    systemd = cfg is not None
+    unit_name = cfg["unit_name"] if systemd else DEFAULT_UNIT
     names = [t["name"] for t in targets]
     states = seen["states"]
     present = options["state"] == "present"
     prune = options.get("prune", False)
-    template = f"{cfg['unit_dir']}/{unit_name}@.service"
+    template = f"{cfg['unit_dir']}/{unit_name}@.service" if systemd else None
     problems = list(host_plan["problems"])
     problems += [f"{path} exists and is not a file the module wrote (its first line is not {MARK!r}); move it "
                  f"away, or choose another config_dir" for path in seen["foreign"]
@@ -808,7 +811,12 @@ def plan_units(targets: list[dict], host_plan: dict, seen: dict, desired: dict, 
             drop(path, "the generic template unit needs no drop-ins", rmdir=True)
     expected = {unit_of(n): (False, False) for n in stop}
     start, restart, kept = [], [], []
-    if present:
+    if present and not systemd:      # client env files only; the daemons as plan_host has them
+        for target in targets:
+            want(f"{config_dir}/{target['name']}{CLIENT_FILE}", client_file_text(target, unit_name, config_dir),
+                 f"what clients of {target['name']} source")
+        kept = daemon_ops
+    elif present:
         compute_mode = options.get("compute_mode", "exclusive_process")
         want(template, unit_text(cfg, config_dir), "the template unit")
         for target in targets:
@@ -830,7 +838,7 @@ def plan_units(targets: list[dict], host_plan: dict, seen: dict, desired: dict, 
             expected[unit_of(name)] = (True, True)
         kept = [op for op in daemon_ops if op.kind != "start_daemon"]
     else:
-        if prune and seen["files"].get(template) is not None:
+        if prune and systemd and seen["files"].get(template) is not None:
             removes.append(Op("remove_file", template, f"remove {template} (state=absent)", {"path": template}))
         kept = [op for op in daemon_ops if not (op.kind == "quit_daemon" and on.get(unit_of(op.data["target"]),
                                                                                      (False, False))[0])]
@@ -840,7 +848,7 @@ def plan_units(targets: list[dict], host_plan: dict, seen: dict, desired: dict, 
         ops.append(Op("stop_units", units[0], f"stop and disable {', '.join(units)}", {"units": units,
                                                                                       "targets": stop}))
     ops += [op for op in kept if op.kind == "quit_daemon"] + removes + writes
-    if any(op.target == template or op.data.get("rmdir") for op in writes + removes):
+    if systemd and any(op.target == template or op.data.get("rmdir") for op in writes + removes):
         ops.append(Op("daemon_reload", "systemd", "systemctl daemon-reload"))
     if start:
         units = [unit_of(n) for n in start]

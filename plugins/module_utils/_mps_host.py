@@ -218,7 +218,7 @@ class HostMps:
         self.desired = desired
         self.options = {k: params[k] for k in ("state", "manage_daemon", "restart_servers", "force", "compute_mode",
                                                "timeout", "prune")}
-        if units is not None:
+        if units is not None and units.cfg is not None:
             self.options["manage_daemon"] = True     # started through their units
         self.warnings: list[str] = []
         self.controls: dict[str, Control] = {}
@@ -242,7 +242,7 @@ class HostMps:
         state = {"targets": targets, "observed": observed, "units": None, "python": None}
         if self.units is not None:
             state["units"] = self.units.observe([t["name"] for t in targets])
-            if p["state"] == "present" and any(t["kind"] == "mig" for t in targets):
+            if self.units.cfg and p["state"] == "present" and any(t["kind"] == "mig" for t in targets):
                 state["python"] = self.units.run([self.units.cfg["python"], "-c", "import pynvml"])
         return state
 
@@ -356,7 +356,7 @@ class HostMps:
                 if target["kind"] == "gpu" else None,
                 "restart_required": plan["restart_required"],
                 "operations": [op["text"] for op in plan["operations"]],
-                "unit": None if self.units is None else _mps.unit_instance(self.units.cfg["unit_name"], target["name"]),
+                "unit": self.units.instance(target["name"]) if self.units is not None and self.units.cfg else None,
                 "daemon_environment": _mps.daemon_environment(target, self.desired),
                 "client_environment": _mps.client_environment(target)})
         self._diff = {
@@ -426,18 +426,19 @@ def write_file(path: str, text: str, move) -> None:
 
 
 class Units:
-    """The systemd side of one host: the template unit, one EnvironmentFile per target, client env files."""
+    """The files of one host: the template unit and one EnvironmentFile per target (``cfg``, with systemd;
+    None without), and the clients' env files in ``config_dir``."""
 
-    def __init__(self, run, systemctl: str | None, cfg: dict, config_dir: str, move):
+    def __init__(self, run, systemctl: str | None, cfg: dict | None, config_dir: str, move):
         self.run = run
         self.systemctl = systemctl
         self.cfg = cfg
         self.config_dir = config_dir
         self.move = move
-        self.unit_path = os.path.join(cfg["unit_dir"], f"{cfg['unit_name']}@.service")
+        self.unit_path = os.path.join(cfg["unit_dir"], f"{cfg['unit_name']}@.service") if cfg else None
 
     def instance(self, name: str) -> str:
-        return _mps.unit_instance(self.cfg["unit_name"], name)
+        return _mps.unit_instance(self.cfg["unit_name"] if self.cfg else _mps.DEFAULT_UNIT, name)
 
     def observe(self, names: list[str]) -> dict:
         """Files in config_dir, the template unit, old drop-ins, enabled instances and the units' states."""
@@ -449,7 +450,7 @@ class Units:
                                 f"directory")
         if os.path.isdir(self.config_dir):
             for entry in sorted(os.listdir(self.config_dir)):
-                if _mps.target_file(entry) is None:
+                if _mps.target_file(entry) is None or not self.cfg and entry.endswith(_mps.DAEMON_FILE):
                     continue
                 path = os.path.join(self.config_dir, entry)
                 text = read_small(path)
@@ -458,10 +459,12 @@ class Units:
                 else:
                     foreign.append(path)
         for name in names:
-            for suffix in (_mps.DAEMON_FILE, _mps.CLIENT_FILE):
+            for suffix in (_mps.DAEMON_FILE, _mps.CLIENT_FILE) if self.cfg else (_mps.CLIENT_FILE,):
                 path = os.path.join(self.config_dir, name + suffix)
                 if path not in files and path not in foreign:
                     files[path] = None
+        if not self.cfg:
+            return {"files": files, "foreign": foreign, "drop_ins": [], "states": {}}
         prefix = f"{self.cfg['unit_name']}@"
         drop_ins, enabled = [], set()
         unit_dir = self.cfg["unit_dir"]

@@ -200,16 +200,16 @@ options:
         default: 20
   config_dir:
     description:
-      - With O(systemd), where the units' environment files C(<target>.conf) and the clients' environment files
-        C(<target>.env) are written. Clients use C(set -a; . <config_dir>/<target>.env; set +a); values are quoted
+      - Where the clients' environment files C(<target>.env) are written, and with O(systemd) the units' environment
+        files C(<target>.conf). Clients use C(set -a; . <config_dir>/<target>.env; set +a); values are quoted
         (C(shlex.quote)), so sourcing a file runs nothing.
+      - With O(systemd) it defaults to C(/etc/nvidia-mps); without, no files are written unless it is given.
     type: str
-    default: /etc/nvidia-mps
   prune:
     description:
-      - With O(systemd), also stop, disable and remove the units and files of targets that no longer exist (a MIG
-        re-layout that removed a device) in the same run; with O(state=absent), also the template unit, so that
-        nothing the module installed remains.
+      - Also stop, disable and remove the units and files of targets that no longer exist (a MIG re-layout that
+        removed a device) in the same run; with O(state=absent), also the template unit, so that nothing the module
+        installed remains. Needs O(systemd) or O(config_dir).
       - Leave V(false) when several calls manage different targets of one host.
     type: bool
     default: false
@@ -411,7 +411,7 @@ def main() -> None:
                 "after": {"type": "list", "elements": "str", "default": ["gpuops-mig.service"]},
                 "stop_timeout": {"type": "int", "default": 20},
             }},
-            "config_dir": {"type": "str", "default": "/etc/nvidia-mps"},
+            "config_dir": {"type": "str"},
             "prune": {"type": "bool", "default": False},
         },
         supports_check_mode=True,
@@ -434,16 +434,19 @@ def main() -> None:
             raise _mps.MpsError("manage_daemon: true and systemd: the daemons run either under their systemd units "
                                 "(systemd, started and stopped by the module through systemctl) or started by the "
                                 "module in the background (manage_daemon: true, hosts without systemd); give one")
-        if p["systemd"] is not None:
-            _mps.validate_systemd(p["systemd"])
-            _mps.validate_config_dir(p["config_dir"])
+        if p["systemd"] is not None or p["config_dir"] is not None:
+            config_dir = p["config_dir"] or _mps.DEFAULT_CONFIG_DIR
+            if p["systemd"] is not None:
+                _mps.validate_systemd(p["systemd"])
+            _mps.validate_config_dir(config_dir)
             # starting a unit waits for its control socket (ExecStartPost, at most 30 s), stopping for quit -t
-            units = _mps_host.Units(_host.subprocess_runner(max(120.0, p["systemd"]["stop_timeout"] + 60.0)),
-                                    module.get_bin_path("systemctl"), p["systemd"], p["config_dir"].rstrip("/"),
+            stop_timeout = p["systemd"]["stop_timeout"] if p["systemd"] else 0
+            units = _mps_host.Units(_host.subprocess_runner(max(120.0, stop_timeout + 60.0)),
+                                    module.get_bin_path("systemctl"), p["systemd"], config_dir.rstrip("/"),
                                     lambda src, dest: module.atomic_move(src, dest))
         elif p["prune"]:
             raise _mps.MpsError("prune: true removes the units and files of targets that no longer exist; it needs "
-                                "the systemd option (the units the module manages)")
+                                "the systemd option or a config_dir (the files the module manages)")
         # the control client runs under a timeout (run_command has none): a stopped daemon must not hang the module
         with Nvml() as nv:
             host = _mps_host.HostMps(nv, _host.subprocess_runner(p["timeout"]),

@@ -555,8 +555,9 @@ def test_units_env_files_quote_and_refuse_symlinks(sim, mps_daemons, tmp_path, u
     ({"systemd": {"python": "python3"}}, "systemd.python='python3' is not valid: give an absolute path"),
     ({"systemd": {"after": ["a.service;b"]}}, "systemd.after: 'a.service;b' is not a unit name"),
     ({"systemd": {"stop_timeout": 0}}, "systemd.stop_timeout=0 is not valid; give whole seconds from 1 to 3600"),
-    ({"systemd": None, "prune": True}, "prune: true removes the units and files of targets that no longer exist; it "
-                                       "needs the systemd option"),
+    ({"systemd": None, "config_dir": None, "prune": True},
+     "prune: true removes the units and files of targets that no longer exist; it needs the systemd option or a "
+     "config_dir"),
 ])
 def test_bad_unit_settings(sim, mps_daemons, tmp_path, units, extra, message):
     request = units[0]
@@ -567,3 +568,19 @@ def test_bad_unit_settings(sim, mps_daemons, tmp_path, units, extra, message):
     result, failed = run_module(mps.main, {**base, **extra})
     assert failed and message in result["msg"], result["msg"]
     assert result["done"] == [] and not result["changed"]
+
+
+def test_client_env_files_without_systemd(sim, mps_daemons, tmp_path):
+    sim.init("H100-SXM5-80GB", 2)
+    config_dir = tmp_path / "etc"
+    request = args(tmp_path, manage_daemon=True, compute_mode="unchanged", config_dir=str(config_dir), prune=True)
+    first, failed = run_module(mps.main, request)
+    assert not failed, first["msg"]
+    assert sorted(os.listdir(config_dir)) == ["gpu0.env", "gpu1.env"]       # no units, no daemon env files
+    assert first["done"][:2] == [f"write {config_dir}/gpu0.env (what clients of gpu0 source)",
+                                 f"write {config_dir}/gpu1.env (what clients of gpu1 source)"]
+    again, failed = run_module(mps.main, request)
+    assert not failed and not again["changed"]
+    narrowed, failed = run_module(mps.main, {**request, "targets": ["0"]})     # gpu1 is no target any more
+    assert not failed and narrowed["done"] == [f"remove {config_dir}/gpu1.env (gpu1 no longer exists)"]
+    assert os.listdir(config_dir) == ["gpu0.env"]
