@@ -70,7 +70,7 @@ options:
       - The daemon's C(CUDA_MPS_PIPE_DIRECTORY), where its control socket C(control) is; clients use the same one.
       - C({name}) and C({uuid}) are replaced with the target's name and UUID; with more than one target it must
         contain one of them. No other format fields (no attributes, indexes, conversions or format specs).
-      - An absolute path of letters, digits, C(.), C(_), C(-) and C(/) only, without C(..): it reaches the daemon's
+      - An absolute path of letters, digits, C(.), C(_), C(-) and C(/) only, without C(..); it reaches the daemon's
         environment, the role's unit and environment files and the shells of clients that source them, so blanks,
         quotes, C($), backquotes, newlines and other characters are refused.
       - The daemon's sockets C(<pipe_directory>/control) and C(<pipe_directory>/control_privileged) must fit a Unix
