@@ -286,7 +286,7 @@ operations:
   sample: ["gpu0: default active thread percentage 100 -> 25"]
 done:
   description: The operations carried out, in order; empty in check mode and when the run was refused. When the
-    module fails after a change, it lists what was completed before the failure (and RV(changed) is V(true)); the
+    module fails after a change, it lists what was completed before the failure (and C(changed) is V(true)); the
     next run continues from there.
   returned: always
   type: list
