@@ -840,20 +840,20 @@ def plan_units(targets: list[dict], host_plan: dict, seen: dict, desired: dict, 
     else:
         if prune and systemd and seen["files"].get(template) is not None:
             removes.append(Op("remove_file", template, f"remove {template} (state=absent)", {"path": template}))
-        kept = [op for op in daemon_ops if not (op.kind == "quit_daemon" and on.get(unit_of(op.data["target"]),
-                                                                                     (False, False))[0])]
+        kept = [op for op in daemon_ops
+                if not (op.kind == "quit_daemon" and on.get(unit_of(op.data["target"]), (False, False))[0])]
     ops = []
     if stop:
         units = [unit_of(n) for n in stop]
-        ops.append(Op("stop_units", units[0], f"stop and disable {', '.join(units)}", {"units": units,
-                                                                                      "targets": stop}))
+        ops.append(Op("stop_units", units[0], f"stop and disable {', '.join(units)}",
+                      {"units": units, "targets": stop}))
     ops += [op for op in kept if op.kind == "quit_daemon"] + removes + writes
     if systemd and any(op.target == template or op.data.get("rmdir") for op in writes + removes):
         ops.append(Op("daemon_reload", "systemd", "systemctl daemon-reload"))
     if start:
         units = [unit_of(n) for n in start]
-        ops.append(Op("start_units", units[0], f"enable and start {', '.join(units)}", {"units": units,
-                                                                                       "targets": start}))
+        ops.append(Op("start_units", units[0], f"enable and start {', '.join(units)}",
+                      {"units": units, "targets": start}))
     if restart:
         units = [unit_of(n) for n in restart]
         ops.append(Op("restart_units", units[0], f"restart {', '.join(units)} (not listening on its pipe directory)",

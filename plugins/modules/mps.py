@@ -443,7 +443,7 @@ def main() -> None:
             stop_timeout = p["systemd"]["stop_timeout"] if p["systemd"] else 0
             units = _mps_host.Units(_host.subprocess_runner(max(120.0, stop_timeout + 60.0)),
                                     module.get_bin_path("systemctl"), p["systemd"], config_dir.rstrip("/"),
-                                    lambda src, dest: module.atomic_move(src, dest))
+                                    module.atomic_move)
         elif p["prune"]:
             raise _mps.MpsError("prune: true removes the units and files of targets that no longer exist; it needs "
                                 "the systemd option or a config_dir (the files the module manages)")

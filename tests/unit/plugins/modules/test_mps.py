@@ -440,16 +440,20 @@ def test_done_lists_what_completed_before_a_failure(sim, mps_daemons, tmp_path):
 
 # ------------------------------------------------------------------ units (systemd: one call per host, issue 11)
 
-FAKE_BIN = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "fake_bin")
+FAKE_SYSTEMCTL = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                              "fake_systemctl.py")
 
 
 @pytest.fixture
 def units(tmp_path, monkeypatch, sim):
     """A host with systemd for the module: the fake systemctl, a unit directory and a config directory."""
     from ...conftest import COLLECTIONS, ROOT
-    unit_dir, config_dir = tmp_path / "units", tmp_path / "etc"
+    unit_dir, config_dir, bindir = tmp_path / "units", tmp_path / "etc", tmp_path / "fakebin"
     unit_dir.mkdir()
-    monkeypatch.setenv("PATH", FAKE_BIN + os.pathsep + os.environ["PATH"])
+    bindir.mkdir()
+    (bindir / "systemctl").write_text(f'#!/bin/sh\nexec {sys.executable} {FAKE_SYSTEMCTL} "$@"\n')
+    (bindir / "systemctl").chmod(0o755)
+    monkeypatch.setenv("PATH", str(bindir) + os.pathsep + os.environ["PATH"])
     monkeypatch.setenv("FAKE_SYSTEMCTL_STATE", str(tmp_path / "systemctl.json"))
     monkeypatch.setenv("FAKE_SYSTEMCTL_UNIT_DIR", str(unit_dir))
     monkeypatch.setenv("GPUOPS_SHARING_LIB", COLLECTIONS)

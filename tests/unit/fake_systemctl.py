@@ -1,5 +1,5 @@
-#!/usr/bin/env python3
-"""A stand-in for systemctl in the unit tests of gpuops.sharing.mps's units (tests/unit/conftest.py).
+"""A stand-in for systemctl in the unit tests of gpuops.sharing.mps's units (the ``units`` fixture of
+tests/unit/plugins/modules/test_mps.py puts a ``systemctl`` wrapper that runs this first on PATH).
 
 Units are the instances of the template unit in $FAKE_SYSTEMCTL_UNIT_DIR; their state is kept in
 $FAKE_SYSTEMCTL_STATE (JSON), every call is recorded there.  Starting an instance runs its ExecStart
@@ -56,8 +56,8 @@ def start(unit, units):
     for key in ("CUDA_MPS_PIPE_DIRECTORY", "CUDA_MPS_LOG_DIRECTORY"):
         os.makedirs(env[key], exist_ok=True)
     argv = shlex.split(lines["ExecStart"][0])
-    log = open(os.path.join(env["CUDA_MPS_LOG_DIRECTORY"], "unit.log"), "a")
-    subprocess.Popen(argv, env=env, stdout=log, stderr=log, start_new_session=True)
+    with open(os.path.join(env["CUDA_MPS_LOG_DIRECTORY"], "unit.log"), "a") as log:
+        subprocess.Popen(argv, env=env, stdout=log, stderr=log, start_new_session=True)   # the daemon: waited for below
     deadline = time.monotonic() + 10
     while not os.path.exists(os.path.join(env["CUDA_MPS_PIPE_DIRECTORY"], "control")):
         if time.monotonic() > deadline:
