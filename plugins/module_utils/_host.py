@@ -20,13 +20,28 @@ import tempfile
 C_LOCALE = {"LC_ALL": "C", "LANG": "C"}
 
 
-def module_runner(module):
-    """``run(argv, data=None, env=None) -> (rc, stdout, stderr)`` through ``AnsibleModule.run_command``."""
+TIMED_OUT = 124  # what coreutils timeout(1) exits with when it stopped the command
+
+
+def module_runner(module, timeout: float | None = None):
+    """``run(argv, data=None, env=None) -> (rc, stdout, stderr)`` through ``AnsibleModule.run_command``.
+
+    ``run_command`` has no timeout; with ``timeout`` the command runs under coreutils ``timeout``
+    (SIGTERM at the limit, SIGKILL 2 s later), so a hung peer (a stopped MPS control daemon) cannot
+    hang the module.  A command stopped that way returns ``TIMED_OUT`` and says so in stderr.
+    """
+    limiter = module.get_bin_path("timeout") if timeout else None
 
     def run(argv, data=None, env=None):
         environ = dict(C_LOCALE)
         environ.update(env or {})
-        return module.run_command(argv, data=data, environ_update=environ)
+        command = list(argv)
+        if limiter:
+            command = [limiter, "--kill-after=2", f"{timeout:g}", *command]
+        rc, out, err = module.run_command(command, data=data, environ_update=environ)
+        if limiter and rc in (TIMED_OUT, 128 + 9):
+            return TIMED_OUT, out, f"{err}{argv[0]} did not finish within {timeout:g} s"
+        return rc, out, err
 
     return run
 

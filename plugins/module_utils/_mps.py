@@ -62,6 +62,9 @@ from __future__ import annotations
 import copy
 import math
 import re
+import shlex
+
+from ansible_collections.gpuops.sharing.plugins.module_utils._runner import Op
 
 SOCKET_PATH_MAX = 107          # sun_path is 108 bytes including the terminating NUL (unix(7))
 CONTROL_SOCKET = "control"
@@ -284,14 +287,47 @@ def resolve_targets(requested: list[str], gpus: list[dict]) -> tuple[list[dict],
     return list(found.values()), warnings
 
 
+# A directory reaches the daemon's environment, the role's unit and env files and the clients' shells:
+# letters, digits and ``. _ - /`` only (no blanks, quotes, ``$``, backslashes or newlines), and of
+# Python's format syntax only the plain fields ``{name}`` and ``{uuid}`` (no attribute or index lookups
+# such as ``{name.__class__}``, no conversions or format specs).
+SAFE_PATH = re.compile(r"^[A-Za-z0-9._/-]+$")
+FIELDS = ("name", "uuid")
+_FIELD = re.compile(r"\{([^{}]*)\}")
+SAFE_CHARS = "letters, digits, '.', '_', '-' and '/'"
+
+
+def _describe_chars(chars) -> str:
+    names = {" ": "space", "\n": "newline", "\t": "tab", "'": "quote", '"': "double quote", "$": "'$'",
+             "`": "backquote", "\\": "backslash"}
+    return ", ".join(names.get(c, repr(c)) for c in sorted(set(chars)))
+
+
+def validate_directory(template: str, what: str) -> None:
+    """Refuse a directory template that could reach a shell, a unit or an env file as anything but a path."""
+    text = str(template)
+    for field in _FIELD.findall(text):
+        if field not in FIELDS:
+            raise MpsError(f"{what}={text!r} uses the field {{{field}}}: only {{name}} and {{uuid}} can be "
+                           f"replaced (with the target's name and UUID), as plain fields without attributes, "
+                           f"indexes or format specs")
+    rest = _FIELD.sub("", text)
+    bad = [c for c in rest if not SAFE_PATH.match(c)]
+    if bad:
+        raise MpsError(f"{what}={text!r} contains {_describe_chars(bad)}: a directory may contain only {SAFE_CHARS}, "
+                       f"and the fields {{name}} and {{uuid}}")
+    if not text.startswith("/"):
+        raise MpsError(f"{what}={text!r} must be an absolute path (starting with /)")
+    if ".." in text.split("/"):
+        raise MpsError(f"{what}={text!r} contains '..': give the directory without parent references")
+
+
 def expand_directory(template: str, target: dict, what: str) -> str:
-    try:
-        path = template.format(name=target["name"], uuid=target["uuid"], gpu=target["gpu_index"])
-    except (KeyError, IndexError, ValueError) as exc:
-        raise MpsError(f"{what}={template!r} cannot be expanded ({exc}); it may use {{name}}, {{uuid}} and {{gpu}}") \
-            from None
-    if not path.startswith("/"):
-        raise MpsError(f"{what}={template!r} gives {path!r} for {target['name']}: it must be an absolute path")
+    validate_directory(template, what)
+    path = _FIELD.sub(lambda m: str(target[m.group(1)]), template)
+    if not SAFE_PATH.match(path) or ".." in path.split("/"):
+        raise MpsError(f"{what}={template!r} gives {path!r} for {target['name']}, which contains characters other "
+                       f"than {SAFE_CHARS}; use {{name}} instead of {{uuid}}")
     return path.rstrip("/") or "/"
 
 
@@ -429,13 +465,15 @@ def _limit_differs(current, wanted) -> bool:
 
 
 def plan_target(target: dict, observed: dict, desired: dict, options: dict) -> dict:
-    """Operations that bring one target from ``observed`` to ``desired``; raises MpsError before any change.
+    """Operations that bring one target from ``observed`` to ``desired``, and what refuses them.
 
     ``options``: state, manage_daemon, restart_servers, force, compute_mode.
-    Returns {"operations": [...], "after": predicted observation, "restart_required": bool,
-    "compute_mode_after": str | None}.
+    Returns {"operations": [...], "problems": [...], "after": predicted observation,
+    "restart_required": bool, "compute_mode_after": str | None}.  Nothing raises: every refusal of
+    every target is collected, so that the whole host is checked before the first write.
     """
     ops: list[dict] = []
+    problems: list[str] = []
     after = copy.deepcopy(observed)
     name = target["name"]
     restart_required = False
@@ -445,10 +483,10 @@ def plan_target(target: dict, observed: dict, desired: dict, options: dict) -> d
         if observed["running"]:
             busy = {s["pid"]: s["clients"] for s in observed["servers"] if s["clients"]}
             if busy and not options.get("force"):
-                raise MpsError(f"{name}: the MPS daemon has servers with connected clients ("
-                               + "; ".join(f"server {p}: clients {', '.join(map(str, c))}" for p, c in busy.items())
-                               + "); quit would wait until they finish: stop the clients first, or set force: true "
-                               "to give them timeout seconds and then shut their servers down (quit -t)")
+                problems.append(f"{name}: the MPS daemon has servers with connected clients ("
+                                + "; ".join(f"server {p}: clients {', '.join(map(str, c))}" for p, c in busy.items())
+                                + "); quit would wait until they finish: stop the clients first, or set force: true "
+                                "to give them timeout seconds and then shut their servers down (quit -t)")
             if options.get("force"):
                 grace = quit_grace(options.get("timeout", 10.0))
                 ops.append(_op("quit", grace, text=f"{name}: quit the MPS control daemon ({target['control_socket']}); "
@@ -460,7 +498,8 @@ def plan_target(target: dict, observed: dict, desired: dict, options: dict) -> d
             ops.append(_op("compute_mode", "default", text=f"{name}: set compute mode of GPU "
                            f"{target['gpu_index']} to DEFAULT"))
             mode_after = "default"
-        return {"operations": ops, "after": after, "restart_required": False, "compute_mode_after": mode_after}
+        return {"operations": ops, "problems": problems, "after": after, "restart_required": False,
+                "compute_mode_after": mode_after}
 
     if target["kind"] == "gpu" and want_mode != "unchanged" and target.get("compute_mode") != want_mode:
         ops.append(_op("compute_mode", want_mode, text=f"{name}: set compute mode of GPU {target['gpu_index']} "
@@ -468,12 +507,14 @@ def plan_target(target: dict, observed: dict, desired: dict, options: dict) -> d
         mode_after = want_mode
     if not observed["running"]:
         if not options.get("manage_daemon"):
-            raise MpsError(f"{name}: no MPS control daemon listens on {target['control_socket']}; start it (the "
-                           f"gpuops.sharing.mps role runs it as systemd unit nvidia-mps@{name}) or set "
-                           f"manage_daemon: true to let this module start it")
+            problems.append(f"{name}: no MPS control daemon listens on {target['control_socket']}; start it (the "
+                            f"gpuops.sharing.mps role runs it as systemd unit nvidia-mps@{name}) or set "
+                            f"manage_daemon: true to let this module start it")
+            return {"operations": ops, "problems": problems, "after": after, "restart_required": False,
+                    "compute_mode_after": mode_after}
         ops.append(_op("start", text=f"{name}: start the MPS control daemon for {target['uuid']} "
                        f"(nvidia-cuda-mps-control -d, pipe directory {target['pipe_directory']})"))
-        return {"operations": ops, "after": started_with(desired), "restart_required": False,
+        return {"operations": ops, "problems": problems, "after": started_with(desired), "restart_required": False,
                 "compute_mode_after": mode_after}
 
     current = observed["defaults"]
@@ -503,10 +544,11 @@ def plan_target(target: dict, observed: dict, desired: dict, options: dict) -> d
             restart_required = True
             continue
         if server["clients"] and not options.get("force"):
-            raise MpsError(f"{name}: MPS server {server['pid']} runs with {', '.join(stale)} different from the "
-                           f"requested ones and has connected clients ({', '.join(map(str, server['clients']))}) that "
-                           f"keep theirs; stop those clients, or set force: true to update the server for the clients "
-                           f"that connect later")
+            problems.append(f"{name}: MPS server {server['pid']} runs with {', '.join(stale)} different from the "
+                            f"requested ones and has connected clients ({', '.join(map(str, server['clients']))}) "
+                            f"that keep theirs; stop those clients, or set force: true to update the server for the "
+                            f"clients that connect later")
+            continue
         server_after = after["servers"][n]
         if "active_thread_percentage" in stale:
             ops.append(_op("set_active_thread_percentage", server["pid"], pct,
@@ -520,7 +562,38 @@ def plan_target(target: dict, observed: dict, desired: dict, options: dict) -> d
             server_after["device_pinned_mem_limit_mib"] = as_reported(limit)
         # clients connected before keep the limits they got: they must reconnect
         restart_required = restart_required or bool(server["clients"])
-    return {"operations": ops, "after": after, "restart_required": restart_required, "compute_mode_after": mode_after}
+    return {"operations": ops, "problems": problems, "after": after, "restart_required": restart_required,
+            "compute_mode_after": mode_after}
+
+
+# the runner's operation kinds, by the plan's own operation names
+OP_KINDS = {"compute_mode": "set_compute_mode", "start": "start_daemon", "quit": "quit_daemon",
+            "set_default_active_thread_percentage": "set_default", "set_default_device_pinned_mem_limit": "set_default",
+            "set_default_client_priority": "set_default", "set_active_thread_percentage": "set_server",
+            "set_device_pinned_mem_limit": "set_server"}
+
+
+def plan_host(targets: list[dict], observed: list[dict], desired: dict, options: dict) -> dict:
+    """Every target's plan, as the runner's typed operations in the order they run, and every refusal.
+
+    Compute modes are set before any daemon starts (``present``: a daemon started on a GPU in
+    DEFAULT mode is not alone on it) and put back after every daemon stopped (``absent``).
+    Returns {"ops": [Op], "problems": [str], "targets": [plan_target(...) per target]}.
+    """
+    plans = [plan_target(t, o, desired, options) for t, o in zip(targets, observed)]
+    modes, daemons = [], []
+    for target, plan in zip(targets, plans):
+        for op in plan["operations"]:
+            kind = OP_KINDS[op["op"]]
+            data = {"target": target["name"], "op": op}
+            if kind == "set_compute_mode":
+                modes.append(Op(kind, f"GPU {target['gpu_index']}", op["text"], {**data, "mode": op["args"][0]}))
+            else:
+                if kind in ("set_default", "set_server", "quit_daemon"):
+                    data["command"] = command(op)
+                daemons.append(Op(kind, target["name"], op["text"], data))
+    ops = daemons + modes if options["state"] == "absent" else modes + daemons
+    return {"ops": ops, "problems": [p for plan in plans for p in plan["problems"]], "targets": plans}
 
 
 def stale_settings(server: dict, desired: dict) -> list[str]:
@@ -557,3 +630,264 @@ def describe(target: dict, observed: dict, compute_mode: str | None) -> str:
     if target["kind"] == "gpu":
         lines.append(f"  compute_mode: {compute_mode}")
     return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- systemd units and env files
+#
+# With units, each target's daemon is an instance of one generic template unit, nvidia-mps@.service:
+# what differs per target is in its EnvironmentFile <config_dir>/<target>.conf (systemd reads it at
+# every start; systemd.exec(5) "EnvironmentFile=": one KEY=VALUE a line, '#' comments, values in
+# single or double quotes), so there are no drop-ins.  Clients source <config_dir>/<target>.env.
+# Every value is quoted with shlex.quote: the directories are limited to SAFE_PATH already, and
+# sourcing the file still cannot run anything if that ever changed.
+
+MARK = "# Managed by gpuops.sharing.mps: rewritten and removed by the module, do not edit."
+# headers of the files the mps role wrote before the module did (pruned like the module's own)
+OLD_MARKS = ("# Environment of the MPS control daemon ", "# Clients of the MPS daemon ")
+DEFAULT_UNIT = "nvidia-mps"
+DEFAULT_CONFIG_DIR = "/etc/nvidia-mps"
+DAEMON_FILE = ".conf"
+CLIENT_FILE = ".env"
+_TARGET_FILE = re.compile(r"^(gpu\d+(?:-mig\d+\.\d+)?)\.(conf|env)$")
+_UNIT_PART = re.compile(r"^[A-Za-z0-9_.:-]+$")
+
+
+def env_line(key: str, value) -> str:
+    return f"{key}={shlex.quote(str(value))}"
+
+
+def unit_instance(unit_name: str, target_name: str) -> str:
+    return f"{unit_name}@{target_name}.service"
+
+
+def validate_systemd(cfg: dict) -> None:
+    """The unit's settings reach its command lines: plain names and absolute paths only."""
+    if not _UNIT_PART.match(cfg["unit_name"]):
+        raise MpsError(f"systemd.unit_name={cfg['unit_name']!r} is not a unit name; give letters, digits, '_', '.', "
+                       f"':' or '-' (default nvidia-mps)")
+    for key in ("unit_dir", "python", "exec_path", "control_binary", "smi_binary"):
+        value = str(cfg[key])
+        if not value.startswith("/") or not SAFE_PATH.match(value) or ".." in value.split("/"):
+            raise MpsError(f"systemd.{key}={value!r} is not valid: give an absolute path of {SAFE_CHARS}")
+    for unit in cfg["after"]:
+        if not _UNIT_PART.match(unit):
+            raise MpsError(f"systemd.after: {unit!r} is not a unit name; give names such as gpuops-mig.service")
+    if not 0 < cfg["stop_timeout"] <= 3600:
+        raise MpsError(f"systemd.stop_timeout={cfg['stop_timeout']!r} is not valid; give whole seconds from 1 to 3600")
+
+
+def validate_config_dir(path: str) -> None:
+    if not path.startswith("/") or not SAFE_PATH.match(path) or ".." in path.split("/"):
+        raise MpsError(f"config_dir={path!r} is not valid: give an absolute path of {SAFE_CHARS}")
+
+
+def unit_text(cfg: dict, config_dir: str) -> str:
+    """The generic template unit (one instance per target)."""
+    timeout = int(cfg["stop_timeout"])
+    after = " ".join(["local-fs.target", "systemd-modules-load.service", "nvidia-persistenced.service",
+                      *cfg["after"]])
+    return f"""{MARK}
+# One NVIDIA MPS control daemon per target: {cfg['unit_name']}@gpu0 (a whole GPU), {cfg['unit_name']}@gpu0-mig3.0
+# (one MIG device). Everything that differs per target is in {config_dir}/<target>.conf: CUDA_VISIBLE_DEVICES
+# (whole GPUs) or the MIG device's placements (GPUOPS_MPS_GPU*: MIG devices are re-created at boot with new
+# UUIDs, gpuops-mps-exec finds the device by its placements after the MIG boot unit), the pipe and log
+# directories, the limits the daemon takes as its defaults at start, and GPUOPS_MPS_COMPUTE_MODE (whole GPUs;
+# compute mode does not survive a reboot, so it is set before every start).
+[Unit]
+Description=NVIDIA MPS control daemon for %i (gpuops.sharing)
+Documentation=https://docs.nvidia.com/deploy/mps/
+After={after}
+Before=nvidia-dcgm.service dcgm-exporter.service containerd.service docker.service kubelet.service
+ConditionPathExists={config_dir}/%i.conf
+
+[Service]
+Type=simple
+EnvironmentFile={config_dir}/%i.conf
+ExecStartPre=/bin/mkdir -p ${{CUDA_MPS_PIPE_DIRECTORY}} ${{CUDA_MPS_LOG_DIRECTORY}}
+ExecStartPre=/bin/sh -c '[ -z "$${{GPUOPS_MPS_COMPUTE_MODE}}" ] || exec {cfg['smi_binary']} -i "$${{CUDA_VISIBLE_DEVICES}}" -c "$${{GPUOPS_MPS_COMPUTE_MODE}}"'
+ExecStart={cfg['python']} {cfg['exec_path']} -- {cfg['control_binary']} -f
+# Started means listening: wait (at most 30 s) for the control socket. ($$ is a literal $ for the shell.)
+ExecStartPost=/bin/sh -c 'i=0; until [ -S "$${{CUDA_MPS_PIPE_DIRECTORY}}/control" ]; do i=$$((i+1)); [ $$i -le 300 ] || exit 1; sleep 0.1; done'
+# The binary takes only -d/-f; everything else goes to the daemon on stdin. quit waits for the servers' clients;
+# -t: servers still running after {timeout} s are shut down, before systemd's own stop timeout would kill it.
+# "-": after the daemon died there is nothing to quit.
+ExecStop=-/bin/sh -c 'echo quit -t {timeout} | {cfg['control_binary']}'
+Restart=on-failure
+RestartSec=5
+TimeoutStopSec={timeout + 15}
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def daemon_file_text(target: dict, desired: dict, compute_mode: str, unit_name: str) -> str:
+    """``<config_dir>/<target>.conf``, the instance's EnvironmentFile."""
+    env = daemon_environment(target, desired)
+    lines = [MARK, f"# Environment of {unit_instance(unit_name, target['name'])}: "
+             + (f"MIG device {target['mig']['gpu_instance_start']}.{target['mig']['compute_instance_start']} of GPU "
+                f"{target['gpu_index']} ({target['gpu_uuid']}); now {target['uuid']}, found again at every start"
+                if target["kind"] == "mig" else f"GPU {target['gpu_index']} ({target['gpu_uuid']})")]
+    if target["kind"] == "mig":
+        env.pop("CUDA_VISIBLE_DEVICES")
+        env.update(GPUOPS_MPS_GPU=target["gpu_uuid"], GPUOPS_MPS_GPU_INSTANCE_START=target["mig"]["gpu_instance_start"],
+                   GPUOPS_MPS_COMPUTE_INSTANCE_START=target["mig"]["compute_instance_start"])
+    elif compute_mode == "exclusive_process":
+        env["GPUOPS_MPS_COMPUTE_MODE"] = "EXCLUSIVE_PROCESS"
+    lines += [env_line(k, v) for k, v in sorted(env.items())]
+    return "\n".join(lines) + "\n"
+
+
+def client_file_text(target: dict, unit_name: str, config_dir: str) -> str:
+    """``<config_dir>/<target>.env``, what clients source (values quoted: sourcing runs nothing)."""
+    path = f"{config_dir}/{target['name']}{CLIENT_FILE}"
+    lines = [MARK, f"# Clients of {unit_instance(unit_name, target['name'])} ({target['uuid']}):",
+             f"#   set -a; . {path}; set +a      (shell)",
+             f"#   EnvironmentFile={path}        (systemd)",
+             "# Do not set CUDA_VISIBLE_DEVICES in clients: the daemon already sees only its device."]
+    lines += [env_line(k, v) for k, v in sorted(client_environment(target).items())]
+    return "\n".join(lines) + "\n"
+
+
+def is_ours(text: str) -> bool:
+    """A file the module (or the role before it) wrote."""
+    head = text[:400]
+    return head.startswith(MARK) or any(mark in head for mark in OLD_MARKS)
+
+
+def target_file(name: str) -> tuple[str, str] | None:
+    """``gpu0-mig3.0.conf`` -> (``gpu0-mig3.0``, ``conf``); None for other names."""
+    m = _TARGET_FILE.match(name)
+    return (m.group(1), m.group(2)) if m else None
+
+
+def parse_unit_show(text: str) -> dict[str, dict]:
+    """``systemctl show -p Id,LoadState,ActiveState,UnitFileState U...`` -> {Id: {key: value}}."""
+    units, current = {}, {}
+    for line in text.splitlines() + [""]:
+        if not line.strip():
+            if current.get("Id"):
+                units[current["Id"]] = current
+            current = {}
+            continue
+        key, _sep, value = line.partition("=")
+        current[key.strip()] = value.strip()
+    return units
+
+
+def unit_on(state: dict) -> tuple[bool, bool]:
+    """(active or starting, enabled) of one unit as ``systemctl show`` reports it."""
+    return (state.get("ActiveState") in ("active", "activating", "reloading"),
+            state.get("UnitFileState") in ("enabled", "enabled-runtime"))
+
+
+def plan_units(targets: list[dict], host_plan: dict, seen: dict, desired: dict, options: dict, cfg: dict,
+               config_dir: str) -> dict:
+    """The units and files of every target, folded into the host plan (``plan_host``'s result).
+
+    ``seen``: what ``_mps_host.Units.observe`` read (``files``: path -> text or None, the template
+    unit among them; ``foreign``; ``drop_ins``; ``states``: unit -> ``systemctl show`` keys).
+    ``options``: state, compute_mode, prune.  Daemons are started and stopped through their units,
+    all in one ``systemctl`` call, so the plan's own ``start_daemon`` operations, and the
+    ``quit_daemon`` operations of daemons whose unit runs, are replaced.  With ``prune`` the units
+    and files of targets that no longer exist go too (a MIG re-layout that removed a device), and
+    with ``state=absent`` the template unit.  Returns {"ops", "problems", "units"} (unit -> the
+    (active, enabled) it must have afterwards).
+    """
+    systemd = cfg is not None
+    unit_name = cfg["unit_name"] if systemd else DEFAULT_UNIT
+    names = [t["name"] for t in targets]
+    states = seen["states"]
+    present = options["state"] == "present"
+    prune = options.get("prune", False)
+    template = f"{cfg['unit_dir']}/{unit_name}@.service" if systemd else None
+    problems = list(host_plan["problems"])
+    problems += [f"{path} exists and is not a file the module wrote (its first line is not {MARK!r}); move it "
+                 f"away, or choose another config_dir" for path in seen["foreign"]
+                 if target_file(path.rsplit("/", 1)[-1])[0] in names]
+    daemon_ops = [op for op in host_plan["ops"] if op.kind != "set_compute_mode"]
+    modes = [op for op in host_plan["ops"] if op.kind == "set_compute_mode"]
+    writes, removes = [], []
+
+    def want(path, text, why):
+        if seen["files"].get(path) != text:
+            writes.append(Op("write_file", path, f"write {path} ({why})", {"path": path, "text": text}))
+
+    def drop(path, why, rmdir=False):
+        if seen["files"].get(path) is not None or path in seen["drop_ins"]:
+            removes.append(Op("remove_file", path, f"remove {path} ({why})", {"path": path, "rmdir": rmdir}))
+
+    def unit_of(name):
+        return unit_instance(unit_name, name)
+
+    on = {unit: unit_on(state) for unit, state in states.items()}
+    known = {target_file(p.rsplit("/", 1)[-1])[0] for p, text in seen["files"].items()
+             if text is not None and p != template}
+    known |= {u[len(unit_name) + 1:-len(".service")] for u in states}
+    stale = sorted(n for n in known if n not in names) if prune else []
+    affected = names + stale if not present else stale
+    stop = [n for n in affected if any(on.get(unit_of(n), (False, False)))]
+    for name in affected:
+        why = f"{name} no longer exists" if name in stale else "state=absent"
+        drop(f"{config_dir}/{name}{DAEMON_FILE}", why)
+        drop(f"{config_dir}/{name}{CLIENT_FILE}", why)
+    drop_in_names = {p.rsplit("/", 2)[-2][len(unit_name) + 1:-len(".service.d")]: p for p in seen["drop_ins"]}
+    for name, path in sorted(drop_in_names.items()):
+        if present or prune or name in affected:
+            drop(path, "the generic template unit needs no drop-ins", rmdir=True)
+    expected = {unit_of(n): (False, False) for n in stop}
+    start, restart, kept = [], [], []
+    if present and not systemd:      # client env files only; the daemons as plan_host has them
+        for target in targets:
+            want(f"{config_dir}/{target['name']}{CLIENT_FILE}", client_file_text(target, unit_name, config_dir),
+                 f"what clients of {target['name']} source")
+        kept = daemon_ops
+    elif present:
+        compute_mode = options.get("compute_mode", "exclusive_process")
+        want(template, unit_text(cfg, config_dir), "the template unit")
+        for target in targets:
+            want(f"{config_dir}/{target['name']}{DAEMON_FILE}",
+                 daemon_file_text(target, desired, compute_mode, unit_name), f"{target['name']}'s daemon environment")
+            want(f"{config_dir}/{target['name']}{CLIENT_FILE}", client_file_text(target, unit_name, config_dir),
+                 f"what clients of {target['name']} source")
+        starting = {op.data["target"] for op in daemon_ops if op.kind == "start_daemon"}
+        for name in names:
+            active, enabled = on.get(unit_of(name), (False, False))
+            if name not in starting and not active:
+                problems.append(f"{name}: an MPS control daemon runs on {by_pipe(targets, name)} outside its unit "
+                                f"{unit_of(name)}; stop it (echo quit | nvidia-cuda-mps-control with "
+                                f"CUDA_MPS_PIPE_DIRECTORY={by_pipe(targets, name)}), then run again to start the unit")
+            elif name in starting and active:
+                restart.append(name)      # active but not listening where planned (its directories changed)
+            elif name in starting or not enabled:
+                start.append(name)
+            expected[unit_of(name)] = (True, True)
+        kept = [op for op in daemon_ops if op.kind != "start_daemon"]
+    else:
+        if prune and systemd and seen["files"].get(template) is not None:
+            removes.append(Op("remove_file", template, f"remove {template} (state=absent)", {"path": template}))
+        kept = [op for op in daemon_ops
+                if not (op.kind == "quit_daemon" and on.get(unit_of(op.data["target"]), (False, False))[0])]
+    ops = []
+    if stop:
+        units = [unit_of(n) for n in stop]
+        ops.append(Op("stop_units", units[0], f"stop and disable {', '.join(units)}",
+                      {"units": units, "targets": stop}))
+    ops += [op for op in kept if op.kind == "quit_daemon"] + removes + writes
+    if systemd and any(op.target == template or op.data.get("rmdir") for op in writes + removes):
+        ops.append(Op("daemon_reload", "systemd", "systemctl daemon-reload"))
+    if start:
+        units = [unit_of(n) for n in start]
+        ops.append(Op("start_units", units[0], f"enable and start {', '.join(units)}",
+                      {"units": units, "targets": start}))
+    if restart:
+        units = [unit_of(n) for n in restart]
+        ops.append(Op("restart_units", units[0], f"restart {', '.join(units)} (not listening on its pipe directory)",
+                      {"units": units, "targets": restart}))
+    ops += [op for op in kept if op.kind != "quit_daemon"]
+    ops = modes + ops if present else ops + modes
+    return {"ops": ops, "problems": problems, "units": expected}
+
+
+def by_pipe(targets: list[dict], name: str) -> str:
+    return next(t["pipe_directory"] for t in targets if t["name"] == name)

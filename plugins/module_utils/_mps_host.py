@@ -2,24 +2,39 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 
-"""MPS on one host: the GPUs as _mps needs them, and the control daemons. Private to this collection.
+"""MPS on one host: observe and apply for the runner. Private to this collection: not a public API.
 
-The only I/O of the mps module besides NVML: ``run(argv, data, env) -> (rc, stdout, stderr)``, the
-module's ``run_command`` seam, runs ``nvidia-cuda-mps-control`` (commands on stdin, as NVIDIA
-documents) and ``nvidia-cuda-mps-control -d``.  Decisions are made in :mod:`_mps`.
+The host half of the ``mps`` module: :class:`HostMps` observes every target's control daemon
+(its defaults and servers, through ``nvidia-cuda-mps-control`` with commands on stdin, as NVIDIA
+documents), lets :mod:`_mps` plan, and applies the planned operations one by one for
+:func:`_runner.run`.  Every command to a daemon runs under a timeout: a daemon that is stopped
+(``kill -STOP``) or hung accepts the connection and never answers, so waiting for its reply
+without a limit would hang the module.  Decisions are made in :mod:`_mps`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import stat
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from ansible_collections.gpuops.sharing.plugins.module_utils import _mps
+from ansible_collections.gpuops.sharing.plugins.module_utils import _host, _mps
+from ansible_collections.gpuops.sharing.plugins.module_utils._nvml import NvmlError
 
 
 class DaemonError(Exception):
     """Talking to a control daemon failed; the message names the target and what it said."""
+
+
+class DaemonTimeout(DaemonError):
+    """A control daemon did not answer within the timeout (stopped or hung): not retried."""
+
+
+ERRORS = (_mps.MpsError, DaemonError, NvmlError, OSError)
+TIMED_OUT = _host.TIMED_OUT  # what _host.module_runner returns for a command stopped at its timeout
 
 
 def inventory(nv) -> list[dict]:
@@ -37,17 +52,27 @@ def inventory(nv) -> list[dict]:
 class Control:
     """One target's control daemon, reached through the nvidia-cuda-mps-control client."""
 
-    def __init__(self, run, binary: str | None, target: dict):
+    def __init__(self, run, binary: str | None, target: dict, timeout: float = 10.0, runner=None):
+        """``run`` is the ``(argv, data, env) -> (rc, stdout, stderr)`` seam for commands bounded by
+        ``timeout``; ``runner(seconds)`` makes one for a longer bound (``quit -t``)."""
         self.run = run
+        self.runner = runner
         self.binary = binary
         self.target = target
+        self.timeout = timeout
         self.env = {"CUDA_MPS_PIPE_DIRECTORY": target["pipe_directory"], "LC_ALL": "C", "LANG": "C"}
 
-    def _send(self, commands: list[str]) -> str:
+    def _send(self, commands: list[str], run=None, timeout: float | None = None) -> str:
         if not self.binary:
             raise DaemonError("nvidia-cuda-mps-control is not on PATH: install the NVIDIA driver's compute utilities "
                               "(nvidia-compute-utils or the CUDA toolkit's MPS binaries)")
-        rc, out, err = self.run([self.binary], "".join(c + "\n" for c in commands), self.env)
+        rc, out, err = (run or self.run)([self.binary], "".join(c + "\n" for c in commands), self.env)
+        if rc == TIMED_OUT and "did not finish within" in err:
+            raise DaemonTimeout(
+                f"{self.target['name']}: the MPS control daemon on {self.target['control_socket']} did not answer "
+                f"{'; '.join(commands)} within {timeout or self.timeout:g} s (option timeout); it accepts connections "
+                f"but does not reply, so it is stopped (SIGSTOP) or hung: look at its process (systemctl status "
+                f"nvidia-mps@{self.target['name']}) and {self.target['log_directory']}/control.log, and restart it")
         if _mps.is_no_daemon(out + err):
             raise ConnectionError(self.target["control_socket"])
         if rc != 0:
@@ -69,12 +94,16 @@ class Control:
             values = [c[1](lines[i] if i < len(lines) else "", c[0]) for i, c in enumerate(commands[:-1])]
             values.append(commands[-1][1]("".join(lines[len(commands) - 1:]), commands[-1][0]))
             return values
+        except DaemonTimeout:
+            raise
         except (_mps.ReplyError, DaemonError):
             pass
         values = []
         for cmd, parse, *optional in commands:
             try:
                 values.append(parse(self._send([cmd]), cmd))
+            except DaemonTimeout:
+                raise
             except (_mps.ReplyError, DaemonError) as exc:
                 if optional and optional[0]:
                     values.append(None)
@@ -116,18 +145,12 @@ class Control:
         except ConnectionError:
             return _mps.not_running()   # a socket left behind by a daemon that died
 
-    def apply(self, ops: list[dict], desired: dict, timeout: float) -> None:
-        commands = [_mps.command(op) for op in ops if op["op"] not in ("start", "quit", "compute_mode")]
-        if any(op["op"] == "start" for op in ops):
-            self.start(desired)
-        if commands:
-            refused = _mps.refusals(commands, self._send(commands))
-            if refused:   # set commands answer nothing (or echo the percentage) when they succeed
-                raise DaemonError(f"{self.target['name']}: the MPS control daemon refused "
-                                  f"{'; '.join(commands)}: {refused}")
-        quits = [op for op in ops if op["op"] == "quit"]
-        if quits:
-            self.quit(timeout, _mps.command(quits[0]))
+    def set(self, line: str) -> None:
+        """One ``set_...`` command; they answer nothing when they succeed, or echo the percentage set
+        (``25.0`` after set_default_active_thread_percentage 25), which is no refusal."""
+        refused = _mps.refusals([line], self._send([line]))
+        if refused:
+            raise DaemonError(f"{self.target['name']}: the MPS control daemon refused {line}: {refused}")
 
     def start(self, desired: dict) -> None:
         for key in ("pipe_directory", "log_directory"):
@@ -142,8 +165,10 @@ class Control:
         """Send ``line``: ``quit`` (waits for the servers' clients to finish) or ``quit -t <grace>`` (servers
         still running after that many seconds are shut down), as :func:`_mps.command` writes it; then
         wait until the daemon is gone."""
+        # quit -t <grace> may answer only once the servers are shut down
+        grace = float(line.split()[-1]) if line.startswith("quit -t") else 0.0
         try:
-            self._send([line])
+            self._send([line], self.runner(grace + self.timeout), grace + self.timeout)
         except ConnectionError:
             return
         deadline = time.monotonic() + timeout
@@ -165,3 +190,318 @@ def parallel(fn, items: list, workers: int | None = None) -> list:
         return [fn(item) for item in items]
     with ThreadPoolExecutor(max_workers=min(workers, len(items))) as pool:
         return list(pool.map(fn, items))
+
+
+def _same(a: dict, b: dict) -> bool:
+    """Running state, defaults and server limits equal (clients may come and go meanwhile)."""
+    def key(o):
+        servers = [(s["pid"], s["active_thread_percentage"], s["device_pinned_mem_limit_mib"]) for s in o["servers"]]
+        return (o["running"], o["defaults"], servers)
+    return key(a) == key(b)
+
+
+class HostMps:
+    """One host's MPS daemons for the runner: observe, plan (through ``_mps.plan_host``), check, apply, verify.
+
+    ``params``: the module's parameters (targets, state, directories, options); ``desired``: the
+    validated limits.  ``run`` is the command seam (with a timeout) for the control client.
+    """
+
+    errors = ERRORS
+
+    def __init__(self, nv, run, binary: str | None, params: dict, desired: dict, runner=None, units=None):
+        self.nv = nv
+        self.units = units
+        self.run = run
+        self.runner = runner
+        self.binary = binary
+        self.params = params
+        self.desired = desired
+        self.options = {k: params[k] for k in ("state", "manage_daemon", "restart_servers", "force", "compute_mode",
+                                               "timeout", "prune")}
+        if units is not None and units.cfg is not None:
+            self.options["manage_daemon"] = True     # started through their units
+        self.warnings: list[str] = []
+        self.controls: dict[str, Control] = {}
+        self.after: dict[str, dict] = {}
+        self.modes_after: dict[int, str] = {}
+
+    # ------------------------------------------------------------------ observe
+    def observe(self) -> dict:
+        """Every target and its daemon; a daemon that cannot be read is an error, not "no daemon"."""
+        p = self.params
+        targets, warnings = _mps.resolve_targets(p["targets"], inventory(self.nv))
+        self.warnings.extend(warnings)
+        _mps.assign_directories(targets, p["pipe_directory"], p["log_directory"])
+        if p["state"] == "present":
+            limit = self.desired["device_pinned_mem_limit_mib"]
+            _mps.validate_limit_fits(targets, limit, p["default_device_pinned_mem_limit"])
+            self.warnings.extend(_mps.limit_warnings(limit, p["default_device_pinned_mem_limit"]))
+        for target in targets:
+            self.controls[target["name"]] = Control(self.run, self.binary, target, p["timeout"], self.runner)
+        observed = parallel(lambda t: self.controls[t["name"]].observe(self.desired), targets)
+        state = {"targets": targets, "observed": observed, "units": None, "python": None}
+        if self.units is not None:
+            state["units"] = self.units.observe([t["name"] for t in targets])
+            if self.units.cfg and p["state"] == "present" and any(t["kind"] == "mig" for t in targets):
+                state["python"] = self.units.run([self.units.cfg["python"], "-c", "import pynvml"])
+        return state
+
+    # ------------------------------------------------------------------ plan and check
+    def plan(self, state: dict) -> list:
+        self.planned = _mps.plan_host(state["targets"], state["observed"], self.desired, self.options)
+        self.planned["units"] = {}
+        if self.units is not None:
+            folded = _mps.plan_units(state["targets"], self.planned, state["units"], self.desired, self.options,
+                                     self.units.cfg, self.units.config_dir)
+            self.planned.update(folded)
+        return self.planned["ops"]
+
+    def check(self, state: dict, ops: list) -> list[str]:
+        problems = list(self.planned["problems"])
+        if state["python"] is not None and state["python"][0] != 0:
+            problems.append(f"{self.units.cfg['python']} cannot import nvidia-ml-py (pynvml) "
+                            f"({(state['python'][2] or state['python'][1]).strip()[-300:]}); the daemons of MIG devices "
+                            f"find their device with it at every start: install it (pip install nvidia-ml-py) or set "
+                            f"systemd.python")
+        if not self.binary and any(op.kind != "set_compute_mode" for op in ops):
+            problems.append("nvidia-cuda-mps-control is not on PATH: install the NVIDIA driver's compute utilities "
+                            "(nvidia-compute-utils or the CUDA toolkit's MPS binaries)")
+        return problems
+
+    # ------------------------------------------------------------------ apply
+    def apply(self, op, state: dict):
+        if op.kind == "set_compute_mode":
+            target = next(t for t in state["targets"] if t["name"] == op.data["target"])
+            self.nv.set_compute_mode(self.nv.gpu(target["gpu_index"]), op.data["mode"])
+            return None
+        if op.kind in ("write_file", "remove_file", "daemon_reload", "start_units", "restart_units", "stop_units"):
+            return self._apply_unit(op)
+        control = self.controls[op.data["target"]]
+        if op.kind == "start_daemon":
+            control.start(self.desired)
+        elif op.kind in ("set_default", "set_server"):
+            control.set(op.data["command"])
+        elif op.kind == "quit_daemon":
+            control.quit(self.params["timeout"], op.data["command"])
+        else:   # a plan this host does not know how to apply is a bug, refused before any write
+            raise DaemonError(f"unknown MPS operation {op.kind!r}")
+        return None
+
+    def _apply_unit(self, op):
+        units = self.units
+        if op.kind == "write_file":
+            write_file(op.data["path"], op.data["text"], units.move)
+        elif op.kind == "remove_file":
+            if os.path.lexists(op.data["path"]):
+                os.unlink(op.data["path"])
+            if op.data.get("rmdir"):
+                with contextlib.suppress(OSError):   # left in place when the admin put more in it
+                    os.rmdir(os.path.dirname(op.data["path"]))
+        elif op.kind == "daemon_reload":
+            units.systemctl_batch("daemon-reload")
+        elif op.kind == "start_units":
+            units.systemctl_batch("enable", "--now", "--", *op.data["units"])
+        elif op.kind == "restart_units":
+            units.systemctl_batch("restart", "--", *op.data["units"])
+        elif op.kind == "stop_units":
+            units.systemctl_batch("disable", "--now", "--", *op.data["units"])
+        return None
+
+    # ------------------------------------------------------------------ verify and report
+    def verify(self, state: dict, ops: list) -> list[str]:
+        problems = []
+        touched = {op.data["target"] for op in ops if "target" in op.data}
+        touched |= {name for op in ops for name in op.data.get("targets", ())}
+        targets = [t for t in state["targets"] if t["name"] in touched]
+        fresh = parallel(lambda t: self.controls[t["name"]].observe(self.desired), targets)
+        plans = dict(zip((t["name"] for t in state["targets"]), self.planned["targets"]))
+        for target, obs in zip(targets, fresh):
+            self.after[target["name"]] = obs
+            expected = plans[target["name"]]["after"]
+            if not _same(obs, expected):
+                problems.append(
+                    f"{target['name']}: the MPS control daemon does not report the requested settings after the "
+                    f"change (expected {_mps.describe(target, expected, None).strip()!r}, got "
+                    f"{_mps.describe(target, obs, None).strip()!r}); see {target['log_directory']}/control.log")
+        if self.planned["units"]:
+            now = self.units.show(sorted(self.planned["units"]))
+            for unit, (active, enabled) in sorted(self.planned["units"].items()):
+                if _mps.unit_on(now[unit]) != (active, enabled):
+                    problems.append(f"{unit} is {now[unit].get('ActiveState')} and {now[unit].get('UnitFileState')}"
+                                    f" after the change, not {'active' if active else 'inactive'} and "
+                                    f"{'enabled' if enabled else 'disabled'}; see journalctl -u {unit}")
+        for op in ops:
+            if op.kind == "write_file" and read_small(op.data["path"]) != op.data["text"]:
+                problems.append(f"{op.data['path']} does not hold what was written")
+            if op.kind == "remove_file" and os.path.lexists(op.data["path"]):
+                problems.append(f"{op.data['path']} still exists after removing it")
+            if op.kind == "set_compute_mode":
+                target = next(t for t in state["targets"] if t["name"] == op.data["target"])
+                mode = self.nv.summary(self.nv.gpu(target["gpu_index"]))["compute_mode"]
+                self.modes_after[target["gpu_index"]] = mode
+                if mode != op.data["mode"]:
+                    problems.append(f"{target['name']}: GPU {target['gpu_index']} is in compute mode {mode} after "
+                                    f"setting {op.data['mode']}")
+        return problems
+
+    def result(self, state: dict, ops: list, check_mode: bool) -> dict:
+        targets = []
+        for target, plan in zip(state["targets"], self.planned["targets"]):
+            obs = self.after.get(target["name"], plan["after"])
+            targets.append({
+                **{k: target[k] for k in ("name", "kind", "uuid", "gpu_index", "gpu_uuid", "mig", "memory_total_mib",
+                                          "pipe_directory", "log_directory", "control_socket")},
+                "running": obs["running"], "settings": _settings(obs), "servers": _servers(obs, self.desired),
+                "compute_mode": self.modes_after.get(target["gpu_index"], plan["compute_mode_after"])
+                if target["kind"] == "gpu" else None,
+                "restart_required": plan["restart_required"],
+                "operations": [op["text"] for op in plan["operations"]],
+                "unit": self.units.instance(target["name"]) if self.units is not None and self.units.cfg else None,
+                "daemon_environment": _mps.daemon_environment(target, self.desired),
+                "client_environment": _mps.client_environment(target)})
+        self._diff = {
+            "before": "".join(_mps.describe(t, o, t["compute_mode"])
+                              for t, o, pl in zip(state["targets"], state["observed"], self.planned["targets"])
+                              if pl["operations"]),
+            "after": "".join(_mps.describe(t, self.after.get(t["name"], pl["after"]), pl["compute_mode_after"])
+                             for t, pl in zip(state["targets"], self.planned["targets"]) if pl["operations"])}
+        return {"targets": targets, "restart_required": any(plan["restart_required"]
+                                                            for plan in self.planned["targets"])}
+
+    def diff(self, result: dict) -> dict:
+        return self._diff
+
+
+def _settings(observed: dict) -> dict:
+    d = observed["defaults"]
+    limit = d["device_pinned_mem_limit_mib"]
+    return {"active_thread_percentage": d["active_thread_percentage"], "client_priority": d["client_priority"],
+            "device_pinned_mem_limit": None if limit is None else _mps.format_size(limit)}
+
+
+def _servers(observed: dict, desired: dict) -> list[dict]:
+    return [{"pid": s["pid"], "active_thread_percentage": s["active_thread_percentage"],
+             "device_pinned_mem_limit": None if s["device_pinned_mem_limit_mib"] is None
+             else _mps.format_size(s["device_pinned_mem_limit_mib"]),
+             "clients": s["clients"], "stale": bool(_mps.stale_settings(s, desired))} for s in observed["servers"]]
+
+
+# --------------------------------------------------------------------------- units and env files
+
+MAX_FILE = 64 * 1024     # an env or unit file the module wrote is a few hundred bytes
+
+
+def read_small(path: str) -> str | None:
+    """A regular file's text (None when it does not exist); refuses symlinks, other file types and big files."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        raise _mps.MpsError(f"{path} is {'a symlink' if stat.S_ISLNK(st.st_mode) else 'not a regular file'}; the "
+                            f"module writes and removes only regular files there: remove it or choose another "
+                            f"config_dir")
+    if st.st_size > MAX_FILE:
+        raise _mps.MpsError(f"{path} is {st.st_size} bytes, more than the {MAX_FILE} an MPS env or unit file has; "
+                            f"it is not one the module wrote: move it away")
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, encoding="utf-8", errors="replace") as fh:
+        return fh.read(MAX_FILE)
+
+
+def write_file(path: str, text: str, move) -> None:
+    """Write ``text`` to a new file next to ``path`` (O_EXCL, 0644) and move it over ``path`` with ``move``."""
+    directory = os.path.dirname(path)
+    if not os.path.isdir(directory):
+        os.makedirs(directory, mode=0o755, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".gpuops-mps-", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.chmod(tmp, 0o644)
+        move(tmp, path)
+    finally:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+
+
+class Units:
+    """The files of one host: the template unit and one EnvironmentFile per target (``cfg``, with systemd;
+    None without), and the clients' env files in ``config_dir``."""
+
+    def __init__(self, run, systemctl: str | None, cfg: dict | None, config_dir: str, move):
+        self.run = run
+        self.systemctl = systemctl
+        self.cfg = cfg
+        self.config_dir = config_dir
+        self.move = move
+        self.unit_path = os.path.join(cfg["unit_dir"], f"{cfg['unit_name']}@.service") if cfg else None
+
+    def instance(self, name: str) -> str:
+        return _mps.unit_instance(self.cfg["unit_name"] if self.cfg else _mps.DEFAULT_UNIT, name)
+
+    def observe(self, names: list[str]) -> dict:
+        """Files in config_dir, the template unit, old drop-ins, enabled instances and the units' states."""
+        files: dict[str, str | None] = {}
+        foreign: list[str] = []
+        if os.path.lexists(self.config_dir) and not os.path.isdir(self.config_dir) \
+                or os.path.islink(self.config_dir):
+            raise _mps.MpsError(f"config_dir {self.config_dir} is not a directory (or is a symlink); give a plain "
+                                f"directory")
+        if os.path.isdir(self.config_dir):
+            for entry in sorted(os.listdir(self.config_dir)):
+                if _mps.target_file(entry) is None or not self.cfg and entry.endswith(_mps.DAEMON_FILE):
+                    continue
+                path = os.path.join(self.config_dir, entry)
+                text = read_small(path)
+                if _mps.is_ours(text):
+                    files[path] = text
+                else:
+                    foreign.append(path)
+        for name in names:
+            for suffix in (_mps.DAEMON_FILE, _mps.CLIENT_FILE) if self.cfg else (_mps.CLIENT_FILE,):
+                path = os.path.join(self.config_dir, name + suffix)
+                if path not in files and path not in foreign:
+                    files[path] = None
+        if not self.cfg:
+            return {"files": files, "foreign": foreign, "drop_ins": [], "states": {}}
+        prefix = f"{self.cfg['unit_name']}@"
+        drop_ins, enabled = [], set()
+        unit_dir = self.cfg["unit_dir"]
+        if os.path.isdir(unit_dir):
+            for entry in sorted(os.listdir(unit_dir)):
+                path = os.path.join(unit_dir, entry)
+                if entry.startswith(prefix) and entry.endswith(".service.d"):
+                    if os.path.lexists(os.path.join(path, "gpuops.conf")):
+                        drop_ins.append(os.path.join(path, "gpuops.conf"))
+                elif entry.endswith(".wants") and os.path.isdir(path) and not os.path.islink(path):
+                    enabled.update(e for e in os.listdir(path) if e.startswith(prefix) and e != prefix + ".service")
+        files[self.unit_path] = read_small(self.unit_path)
+        units = sorted({self.instance(n) for n in names} | enabled
+                       | {self.instance(_mps.target_file(os.path.basename(p))[0]) for p in files
+                          if p != self.unit_path and files[p] is not None}
+                       | {os.path.basename(os.path.dirname(p))[:-2] for p in drop_ins})
+        return {"files": files, "foreign": foreign, "drop_ins": drop_ins, "states": self.show(units)}
+
+    def show(self, units: list[str]) -> dict[str, dict]:
+        if not units:
+            return {}
+        if not self.systemctl:
+            raise _mps.MpsError("systemctl was not found: the systemd option needs systemd; leave it out on hosts "
+                                "without systemd (with manage_daemon: true the module starts the daemons itself)")
+        rc, out, err = self.run([self.systemctl, "show", "--property=Id,LoadState,ActiveState,UnitFileState",
+                                 "--", *units])
+        if rc != 0:
+            raise DaemonError(f"systemctl show {' '.join(units)} failed (rc={rc}): {(err or out).strip()}")
+        states = _mps.parse_unit_show(out)
+        missing = [u for u in units if u not in states]
+        if missing:
+            raise DaemonError(f"systemctl show did not report {', '.join(missing)}: {out.strip()!r}")
+        return states
+
+    def systemctl_batch(self, *argv: str) -> None:
+        rc, out, err = self.run([self.systemctl, *argv])
+        if rc != 0:
+            raise DaemonError(f"systemctl {' '.join(argv)} failed (rc={rc}): {(err or out).strip()}; see "
+                              f"journalctl -u {self.cfg['unit_name']}@<target>")

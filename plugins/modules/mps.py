@@ -24,11 +24,14 @@ description:
   - Sets the compute mode of whole-GPU targets to C(EXCLUSIVE_PROCESS) (NVIDIA's recommendation for MPS); compute mode
     does not survive a reboot. The driver refuses C(EXCLUSIVE_PROCESS) on a MIG-enabled GPU (C(nvidia-smi -c) reports
     Not Supported and moves on), and a MIG device has no compute mode of its own, so MIG targets have none.
-  - "Who runs the daemons: with O(manage_daemon=false) (the default) the module expects them running, as the
-    P(gpuops.sharing.mps#role) role's systemd units (C(nvidia-mps@<target>.service)) run them, and manages their
-    settings only. With O(manage_daemon=true) it also starts missing daemons itself (C(nvidia-cuda-mps-control -d)
-    with the limits in the environment), for hosts without systemd; such daemons are not restarted after a crash or
-    a reboot."
+  - "Who runs the daemons: with O(systemd) the module manages their systemd units (C(nvidia-mps@<target>.service)),
+    as the P(gpuops.sharing.mps#role) role does in one call per host. With O(manage_daemon=true) it starts missing
+    daemons itself (C(nvidia-cuda-mps-control -d) with the limits in the environment), for hosts without systemd;
+    such daemons are not restarted after a crash or a reboot. With neither, it expects them running and manages
+    their settings only."
+  - "Runs in the order observe, plan, check, apply, verify: every target's daemon is read first (a daemon that cannot
+    be read is an error), every refusal of every target is reported before anything changes, and check mode stops
+    after the check, so its verdict is the real run's."
   - O(state=absent) stops the daemons with the C(quit) command, which waits until the servers' clients have finished;
     so it is refused while clients are connected, unless O(force=true), which sends C(quit -t <timeout>) instead;
     servers still running after O(timeout) seconds are then shut down and their clients fail.
@@ -65,8 +68,11 @@ options:
   pipe_directory:
     description:
       - The daemon's C(CUDA_MPS_PIPE_DIRECTORY), where its control socket C(control) is; clients use the same one.
-      - C({name}), C({uuid}) and C({gpu}) are replaced with the target's name, UUID and GPU index; with more than one
-        target it must contain one of them.
+      - C({name}) and C({uuid}) are replaced with the target's name and UUID; with more than one target it must
+        contain one of them. No other format fields (no attributes, indexes, conversions or format specs).
+      - An absolute path of letters, digits, C(.), C(_), C(-) and C(/) only, without C(..); it reaches the daemon's
+        environment, the role's unit and environment files and the shells of clients that source them, so blanks,
+        quotes, C($), backquotes, newlines and other characters are refused.
       - The daemon's sockets C(<pipe_directory>/control) and C(<pipe_directory>/control_privileged) must fit a Unix
         socket path (at most 107 bytes, 108 with the terminating NUL), so the directory can have at most 88 bytes.
     type: str
@@ -74,7 +80,7 @@ options:
   log_directory:
     description:
       - The daemon's C(CUDA_MPS_LOG_DIRECTORY), where it writes C(control.log) and its servers C(server.log).
-      - Placeholders as in O(pipe_directory).
+      - Placeholders and characters as in O(pipe_directory).
     type: str
     default: /var/log/nvidia-mps/{name}
   default_active_thread_percentage:
@@ -112,7 +118,7 @@ options:
   manage_daemon:
     description:
       - Start a target's daemon when none runs (V(true)), or fail saying how to start it (V(false)).
-      - Leave V(false) where systemd runs the daemons (the P(gpuops.sharing.mps#role) role).
+      - Leave V(false) where systemd runs the daemons (O(systemd)).
     type: bool
     default: false
   restart_servers:
@@ -134,11 +140,79 @@ options:
     default: false
   timeout:
     description:
+      - Seconds to wait for each answer of a control daemon. A daemon that accepts connections but does not answer
+        (stopped with C(SIGSTOP), or hung) fails the module after this time with a message naming it; it is never
+        taken for a missing daemon.
       - Seconds to wait for a daemon to stop after C(quit).
       - With O(force=true) and O(state=absent), also the time connected clients get to finish before their servers are
         shut down (C(quit -t), whole seconds, rounded up).
     type: float
     default: 10.0
+  systemd:
+    description:
+      - Run each target's daemon as an instance C(<unit_name>@<target>.service) of one generic template unit, which
+        the module writes to O(systemd.unit_dir), with one EnvironmentFile per target, C(<config_dir>/<target>.conf)
+        (the device, or for a MIG device its placements; the directories; the limits; the compute mode). There are no
+        drop-ins (those the role wrote before are removed).
+      - Missing or stopped daemons are enabled and started in one C(systemctl enable --now) call; with O(state=absent)
+        they are stopped and disabled in one C(systemctl disable --now) call and their files removed.
+      - Files are written to a temporary file in the same directory and moved into place; symlinks and files the
+        module did not write are refused, never followed or overwritten.
+      - The daemons of MIG devices start after O(systemd.after) (the P(gpuops.sharing.mig#role) role's boot unit,
+        which re-creates the MIG devices with new UUIDs) and find their device by its placements with
+        O(systemd.exec_path) (the role installs it), which needs nvidia-ml-py in O(systemd.python); the module checks
+        that before it changes anything.
+      - Leave out on hosts without systemd.
+    type: dict
+    suboptions:
+      unit_name:
+        description: Name of the template unit, without C(@.service).
+        type: str
+        default: nvidia-mps
+      unit_dir:
+        description: Where the template unit is written.
+        type: str
+        default: /etc/systemd/system
+      python:
+        description: The host's Python that runs O(systemd.exec_path) at every start.
+        type: str
+        default: /usr/bin/python3
+      exec_path:
+        description: The C(gpuops-mps-exec) helper the P(gpuops.sharing.mps#role) role installs.
+        type: str
+        default: /usr/local/lib/gpuops-sharing/gpuops-mps-exec
+      control_binary:
+        description: The C(nvidia-cuda-mps-control) the units run.
+        type: str
+        default: /usr/bin/nvidia-cuda-mps-control
+      smi_binary:
+        description: The C(nvidia-smi) that sets the compute mode of whole GPUs before every start.
+        type: str
+        default: /usr/bin/nvidia-smi
+      after:
+        description: Units the daemons start after.
+        type: list
+        elements: str
+        default: [gpuops-mig.service]
+      stop_timeout:
+        description: Stopping a unit sends C(quit -t <stop_timeout>); systemd's own stop timeout is 15 s more.
+        type: int
+        default: 20
+  config_dir:
+    description:
+      - Where the clients' environment files C(<target>.env) are written, and with O(systemd) the units' environment
+        files C(<target>.conf). Clients use C(set -a; . <config_dir>/<target>.env; set +a); values are quoted
+        (C(shlex.quote)), so sourcing a file runs nothing.
+      - With O(systemd) it defaults to C(/etc/nvidia-mps); without, no files are written unless it is given.
+    type: str
+  prune:
+    description:
+      - Also stop, disable and remove the units and files of targets that no longer exist (a MIG re-layout that
+        removed a device) in the same run; with O(state=absent), also the template unit, so that nothing the module
+        installed remains. Needs O(systemd) or O(config_dir).
+      - Leave V(false) when several calls manage different targets of one host.
+    type: bool
+    default: false
 notes:
   - Each daemon sees exactly one device, so limits are set for device ordinal C(0), as NVIDIA's own Kubernetes
     device plugin does.
@@ -181,6 +255,14 @@ EXAMPLES = r"""
     msg: "{{ mps.targets | selectattr('restart_required') | map(attribute='name') | list }}"
   when: mps.restart_required
 
+- name: Every daemon as a systemd unit, stale ones of removed MIG devices pruned, in one call
+  gpuops.sharing.mps:
+    targets: [all]
+    default_active_thread_percentage: 25
+    systemd: {}
+    prune: true
+  become: true
+
 - name: Stop the daemon of GPU 1 and put the GPU back to the DEFAULT compute mode
   gpuops.sharing.mps:
     targets: ["1"]
@@ -197,7 +279,15 @@ restart_required:
   type: bool
   sample: false
 operations:
-  description: What was done, or in check mode would be done, one line each.
+  description: The plan, one line per operation, in the order it runs; on a refusal, the plan that was refused.
+  returned: always
+  type: list
+  elements: str
+  sample: ["gpu0: default active thread percentage 100 -> 25"]
+done:
+  description: The operations carried out, in order; empty in check mode and when the run was refused. When the
+    module fails after a change, it lists what was completed before the failure (and C(changed) is V(true)); the
+    next run continues from there.
   returned: always
   type: list
   elements: str
@@ -263,8 +353,12 @@ targets:
       description: This target's operations.
       type: list
       elements: str
+    unit:
+      description: The daemon's systemd unit with O(systemd); V(null) without.
+      type: str
+      sample: nvidia-mps@gpu0-mig3.0.service
     daemon_environment:
-      description: The environment the daemon is (to be) started with, as the role's unit uses it.
+      description: The environment the daemon is (to be) started with.
       type: dict
       sample:
         CUDA_VISIBLE_DEVICES: MIG-2d9e0b9c-8f0a-5b8e-9c55-0d2c1a7d1f3e
@@ -280,35 +374,16 @@ targets:
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.gpuops.sharing.plugins.module_utils import _mps, _mps_host
+from ansible_collections.gpuops.sharing.plugins.module_utils import _host, _mps, _mps_host
 from ansible_collections.gpuops.sharing.plugins.module_utils._nvml import (
     HAS_PYNVML,
     PYNVML_IMPORT_ERROR,
     Nvml,
     NvmlError,
 )
+from ansible_collections.gpuops.sharing.plugins.module_utils._runner import run_module
 
-
-def _settings(observed: dict) -> dict:
-    d = observed["defaults"]
-    limit = d["device_pinned_mem_limit_mib"]
-    return {"active_thread_percentage": d["active_thread_percentage"], "client_priority": d["client_priority"],
-            "device_pinned_mem_limit": None if limit is None else _mps.format_size(limit)}
-
-
-def _servers(observed: dict, desired: dict) -> list[dict]:
-    return [{"pid": s["pid"], "active_thread_percentage": s["active_thread_percentage"],
-             "device_pinned_mem_limit": None if s["device_pinned_mem_limit_mib"] is None
-             else _mps.format_size(s["device_pinned_mem_limit_mib"]),
-             "clients": s["clients"], "stale": bool(_mps.stale_settings(s, desired))} for s in observed["servers"]]
-
-
-def _same(a: dict, b: dict) -> bool:
-    """Running state, defaults and server limits equal (clients may come and go meanwhile)."""
-    def key(o):
-        servers = [(s["pid"], s["active_thread_percentage"], s["device_pinned_mem_limit_mib"]) for s in o["servers"]]
-        return (o["running"], o["defaults"], servers)
-    return key(a) == key(b)
+EMPTY = {"changed": False, "restart_required": False, "operations": [], "done": [], "targets": []}
 
 
 def main() -> None:
@@ -326,97 +401,62 @@ def main() -> None:
             "restart_servers": {"type": "bool", "default": False},
             "force": {"type": "bool", "default": False},
             "timeout": {"type": "float", "default": 10.0},
+            "systemd": {"type": "dict", "options": {
+                "unit_name": {"type": "str", "default": "nvidia-mps"},
+                "unit_dir": {"type": "str", "default": "/etc/systemd/system"},
+                "python": {"type": "str", "default": "/usr/bin/python3"},
+                "exec_path": {"type": "str", "default": "/usr/local/lib/gpuops-sharing/gpuops-mps-exec"},
+                "control_binary": {"type": "str", "default": "/usr/bin/nvidia-cuda-mps-control"},
+                "smi_binary": {"type": "str", "default": "/usr/bin/nvidia-smi"},
+                "after": {"type": "list", "elements": "str", "default": ["gpuops-mig.service"]},
+                "stop_timeout": {"type": "int", "default": 20},
+            }},
+            "config_dir": {"type": "str"},
+            "prune": {"type": "bool", "default": False},
         },
         supports_check_mode=True,
     )
     p = module.params
-    result = {"changed": False, "restart_required": False, "operations": [], "targets": []}
     if not HAS_PYNVML:
-        module.fail_json(msg=missing_required_lib("nvidia-ml-py"), exception=PYNVML_IMPORT_ERROR, **result)
-
-    def run(argv, data, env):
-        return module.run_command(argv, data=data, binary_data=False, environ_update=env)
-
-    done: list[str] = []
+        module.fail_json(msg=missing_required_lib("nvidia-ml-py"), exception=PYNVML_IMPORT_ERROR, **EMPTY)
     try:
+        if not p["timeout"] > 0:
+            raise _mps.MpsError(f"timeout={p['timeout']!r} is not valid; give the seconds to wait for a control "
+                                f"daemon, more than 0 (default 10)")
+        for key in ("pipe_directory", "log_directory"):
+            _mps.validate_directory(p[key], key)
         limit_text = p["default_device_pinned_mem_limit"]
         desired = {"active_thread_percentage": _mps.validate_percentage(p["default_active_thread_percentage"]),
                    "device_pinned_mem_limit_mib": None if limit_text is None else _mps.parse_size(limit_text),
                    "client_priority": _mps.validate_priority(p["default_client_priority"])}
-        options = {k: p[k] for k in ("state", "manage_daemon", "restart_servers", "force", "compute_mode", "timeout")}
+        units = None
+        if p["systemd"] is not None and p["manage_daemon"]:
+            raise _mps.MpsError("manage_daemon: true and systemd: the daemons run either under their systemd units "
+                                "(systemd, started and stopped by the module through systemctl) or started by the "
+                                "module in the background (manage_daemon: true, hosts without systemd); give one")
+        if p["systemd"] is not None or p["config_dir"] is not None:
+            config_dir = p["config_dir"] or _mps.DEFAULT_CONFIG_DIR
+            if p["systemd"] is not None:
+                _mps.validate_systemd(p["systemd"])
+            _mps.validate_config_dir(config_dir)
+            # starting a unit waits for its control socket (ExecStartPost, at most 30 s), stopping for quit -t
+            stop_timeout = p["systemd"]["stop_timeout"] if p["systemd"] else 0
+            units = _mps_host.Units(_host.module_runner(module, max(120.0, stop_timeout + 60.0)),
+                                    module.get_bin_path("systemctl"), p["systemd"], config_dir.rstrip("/"),
+                                    module.atomic_move)
+        elif p["prune"]:
+            raise _mps.MpsError("prune: true removes the units and files of targets that no longer exist; it needs "
+                                "the systemd option or a config_dir (the files the module manages)")
+        # the control client runs under a timeout (run_command has none): a stopped daemon must not hang the module
         with Nvml() as nv:
-            targets, warnings = _mps.resolve_targets(p["targets"], _mps_host.inventory(nv))
-            for warning in warnings:
-                module.warn(warning)
-            _mps.assign_directories(targets, p["pipe_directory"], p["log_directory"])
-            if p["state"] == "present":
-                _mps.validate_limit_fits(targets, desired["device_pinned_mem_limit_mib"], limit_text)
-                for warning in _mps.limit_warnings(desired["device_pinned_mem_limit_mib"], limit_text):
-                    module.warn(warning)
-            controls = [_mps_host.Control(run, module.get_bin_path("nvidia-cuda-mps-control"), t) for t in targets]
-            before = _mps_host.parallel(lambda c: c.observe(desired), controls)
-            plans = [_mps.plan_target(t, o, desired, options) for t, o in zip(targets, before)]   # raises first
-            changed = any(plan["operations"] for plan in plans)
-            after = [plan["after"] for plan in plans]
-            if changed and not module.check_mode:
-                after = _apply(module, nv, targets, controls, plans, desired, done)
-    except (_mps.MpsError, _mps_host.DaemonError, NvmlError) as exc:
-        # what was done before the failure: the next run converges from there
-        partial = {**result, "changed": bool(done), "operations": done}
-        module.fail_json(msg=str(exc), done=done, **partial)
-
-    for target, obs, plan in zip(targets, after, plans):
-        result["targets"].append({
-            **{k: target[k] for k in ("name", "kind", "uuid", "gpu_index", "gpu_uuid", "mig", "memory_total_mib",
-                                      "pipe_directory", "log_directory", "control_socket")},
-            "running": obs["running"], "settings": _settings(obs), "servers": _servers(obs, desired),
-            "compute_mode": plan["compute_mode_after"], "restart_required": plan["restart_required"],
-            "operations": [op["text"] for op in plan["operations"]],
-            "daemon_environment": _mps.daemon_environment(target, desired),
-            "client_environment": _mps.client_environment(target)})
-    result["changed"] = changed
-    result["restart_required"] = any(plan["restart_required"] for plan in plans)
-    result["operations"] = [op["text"] for plan in plans for op in plan["operations"]]
-    if module._diff:
-        result["diff"] = {
-            "before": "".join(_mps.describe(t, o, t["compute_mode"]) for t, o, pl in zip(targets, before, plans)
-                              if pl["operations"]),
-            "after": "".join(_mps.describe(t, o, pl["compute_mode_after"]) for t, o, pl in zip(targets, after, plans)
-                             if pl["operations"])}
-    module.exit_json(**result)
-
-
-def _apply(module, nv, targets, controls, plans, desired, done) -> list[dict]:
-    """Compute modes (before a daemon starts, after it stopped), then every daemon's operations; re-read; verify."""
-    absent = module.params["state"] == "absent"
-
-    def set_modes():
-        for target, plan in zip(targets, plans):
-            for op in plan["operations"]:
-                if op["op"] == "compute_mode":
-                    nv.set_compute_mode(nv.gpu(target["gpu_index"]), op["args"][0])
-                    done.append(op["text"])
-
-    def apply_one(item):
-        control, plan = item
-        ops = [op for op in plan["operations"] if op["op"] != "compute_mode"]
-        if ops:
-            control.apply(ops, desired, module.params["timeout"])
-            done.extend(op["text"] for op in ops)
-
-    if not absent:
-        set_modes()
-    _mps_host.parallel(apply_one, list(zip(controls, plans)))
-    if absent:
-        set_modes()
-    after = _mps_host.parallel(lambda c: c.observe(desired), controls)
-    for target, plan, obs in zip(targets, plans, after):
-        if not _same(obs, plan["after"]):
-            raise _mps_host.DaemonError(
-                f"{target['name']}: the MPS control daemon does not report the requested settings after the change "
-                f"(expected {_mps.describe(target, plan['after'], None).strip()!r}, "
-                f"got {_mps.describe(target, obs, None).strip()!r}); see {target['log_directory']}/control.log")
-    return after
+            host = _mps_host.HostMps(nv, _host.module_runner(module, p["timeout"]),
+                                     module.get_bin_path("nvidia-cuda-mps-control"), p, desired, units=units,
+                                     runner=lambda seconds: _host.module_runner(module, seconds))
+            run_module(module, host, EMPTY)
+    except _mps.MpsError as exc:
+        module.fail_json(msg=str(exc), **EMPTY)
+    except NvmlError as exc:
+        module.fail_json(msg=exc.message, **EMPTY)
 
 
 if __name__ == "__main__":

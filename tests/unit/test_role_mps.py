@@ -1,5 +1,5 @@
-"""The gpuops.sharing.mps role: its unit, drop-ins and environment files as rendered for real targets
-(from the module's own result on a simulated host), checked by systemd-analyze; and the boot-time
+"""The gpuops.sharing.mps role: one module call per host (issue 11), the unit and environment files the module
+writes for real targets (from its own result on a simulated host), checked by systemd-analyze; and the boot-time
 MIG device lookup (roles/mps/files/gpuops-mps-exec)."""
 
 from __future__ import annotations
@@ -10,10 +10,8 @@ import shutil
 import subprocess
 import sys
 
-import jinja2
 import pytest
 import yaml
-from ansible.plugins.filter.core import comment
 
 from ansible_collections.gpuops.sharing.plugins.modules import mps
 
@@ -26,20 +24,13 @@ SMI = [sys.executable, os.path.join(SIMULATOR, "bin", "nvidia-smi")]
 def role_vars(**extra) -> dict:
     with open(os.path.join(ROLE, "defaults", "main.yml")) as fh:
         values = yaml.safe_load(fh)
-    values.update(ansible_managed="Ansible managed", **extra)
+    values.update(**extra)
     return values
-
-
-def render(name: str, **variables) -> str:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(os.path.join(ROLE, "templates")),
-                             keep_trailing_newline=True, trim_blocks=True)
-    env.filters["comment"] = comment
-    return env.get_template(name).render(**variables)
 
 
 @pytest.fixture
 def planned(sim, tmp_path):
-    """The role's planning call on a host with GPU 0 whole and two MIG devices on GPU 1."""
+    """The module's targets on a host with GPU 0 whole and two MIG devices on GPU 1."""
     sim.init("H100-SXM5-80GB", 2)
     for argv in (["-i", "1", "-mig", "1"], ["mig", "-i", "1", "-cgi", "19,19", "-C"]):
         assert subprocess.run(SMI + argv, capture_output=True, check=False).returncode == 0
@@ -55,65 +46,95 @@ def test_planned_targets(planned):
     assert planned[0]["pipe_directory"] == "/run/nvidia-mps/gpu0"
 
 
-def test_daemon_and_client_environment_files(planned):
-    gpu, mig = planned[0], planned[1]
-    conf = render("daemon.conf.j2", mps_target=gpu, **role_vars())
-    assert conf.startswith("#\n# Ansible managed\n#\n")
-    assert f"CUDA_VISIBLE_DEVICES={gpu['uuid']}\n" in conf
-    assert "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE=25\n" in conf and "CUDA_MPS_PINNED_DEVICE_MEM_LIMIT=0=4G\n" in conf
-    mig_conf = render("daemon.conf.j2", mps_target=mig, **role_vars())
-    assert "\nCUDA_VISIBLE_DEVICES=" not in mig_conf    # set at each start: MIG UUIDs change at reboot
-    assert f"CUDA_MPS_PIPE_DIRECTORY={mig['pipe_directory']}\n" in mig_conf
-    client = render("client.env.j2", mps_target=mig, **role_vars())
-    lines = [line for line in client.splitlines() if line and not line.startswith("#")]
-    assert lines == [f"CUDA_MPS_LOG_DIRECTORY={mig['log_directory']}", f"CUDA_MPS_PIPE_DIRECTORY={mig['pipe_directory']}"]
+def test_the_role_is_one_module_call_per_host():
+    """Issue 11: no loops of templates or units per target, no check-mode query, no check-mode flip."""
+    with open(os.path.join(ROLE, "tasks", "main.yml")) as fh:
+        tasks = yaml.safe_load(fh)
+
+    def flat(items):
+        for task in items:
+            yield task
+            yield from flat(task.get("block", []))
+    every = list(flat(tasks))
+    calls = [t for t in every if "gpuops.sharing.mps" in t]
+    assert len(calls) == 1
+    call = calls[0]["gpuops.sharing.mps"]
+    assert "check_mode" not in calls[0] and "ansible_check_mode" not in str(call)
+    assert call["prune"] is True and call["state"] == "{{ mps_state }}"
+    remote = [t for t in every if "block" not in t and not any(k in t for k in ("ansible.builtin.debug",))]
+    looped = [t["name"] for t in remote if "loop" in t and "mps_result" in str(t["loop"])]
+    assert looped == []                         # nothing per target runs on the host
+    banned = ("ansible.builtin.template", "ansible.builtin.systemd_service", "ansible.builtin.assert")
+    assert not any(k in t for t in every for k in banned)
+    assert not os.path.exists(os.path.join(ROLE, "templates")) and not os.path.exists(os.path.join(ROLE, "handlers"))
 
 
-def test_drop_ins(planned):
-    gpu_conf = render("unit-target.conf.j2", mps_target=planned[0], **role_vars())
-    assert f"ExecStartPre=/usr/bin/nvidia-smi -i {planned[0]['uuid']} -c EXCLUSIVE_PROCESS\n" in gpu_conf
-    assert "gpuops-mig" not in gpu_conf.split("[Service]")[0].replace("# ", "") or "Wants=" not in gpu_conf
-    unchanged = render("unit-target.conf.j2", mps_target=planned[0], **role_vars(mps_compute_mode="unchanged"))
-    assert "ExecStartPre" not in unchanged
-    mig = planned[1]
-    mig_conf = render("unit-target.conf.j2", mps_target=mig, **role_vars())
-    assert "Wants=gpuops-mig.service\nAfter=gpuops-mig.service\n" in mig_conf
-    assert "ExecStart=\nExecStart=/usr/bin/python3 /usr/local/lib/gpuops-sharing/gpuops-mps-exec --gpu " \
-           f"{mig['gpu_uuid']} --gpu-instance-start {mig['mig']['gpu_instance_start']} --compute-instance-start 0 " \
-           "-- /usr/bin/nvidia-cuda-mps-control -f\n" in mig_conf
-    assert "EXCLUSIVE_PROCESS" not in mig_conf.replace("# ", "").split("[Service]")[1]
+def _unit_files(planned, tmp_path, tools):
+    from ansible_collections.gpuops.sharing.plugins.module_utils import _mps
+    cfg = {"unit_name": "nvidia-mps", "unit_dir": str(tmp_path / "units"), "python": tools["python3"],
+           "exec_path": tools["gpuops-mps-exec"], "control_binary": tools["nvidia-cuda-mps-control"],
+           "smi_binary": tools["nvidia-smi"], "after": ["gpuops-mig.service"], "stop_timeout": 20}
+    config_dir = str(tmp_path / "etc")
+    os.makedirs(config_dir)
+    os.makedirs(cfg["unit_dir"])
+    template = _mps.unit_text(cfg, config_dir)
+    with open(os.path.join(cfg["unit_dir"], "nvidia-mps@.service"), "w") as fh:
+        fh.write(template)
+    for target in planned:
+        with open(os.path.join(config_dir, target["name"] + ".conf"), "w") as fh:
+            fh.write(_mps.daemon_file_text(target, {"active_thread_percentage": 25, "device_pinned_mem_limit_mib": 4096,
+                                                    "client_priority": None}, "exclusive_process", "nvidia-mps"))
+    return cfg, config_dir, template
 
 
 @pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze is not installed")
 def test_units_verify(planned, tmp_path):
     # systemd-analyze verify wants the executables to exist: stand-ins for the NVIDIA tools
     tools = {}
-    for tool in ("nvidia-cuda-mps-control", "nvidia-smi", "python3"):
+    for tool in ("nvidia-cuda-mps-control", "nvidia-smi", "python3", "gpuops-mps-exec"):
         tools[tool] = str(tmp_path / "bin" / tool)
         os.makedirs(os.path.dirname(tools[tool]), exist_ok=True)
         os.symlink("/bin/true", tools[tool])
-    variables = role_vars(mps_control_binary=tools["nvidia-cuda-mps-control"], mps_smi_binary=tools["nvidia-smi"],
-                          mps_python=tools["python3"])
-    units = tmp_path / "units"
-    units.mkdir()
-    template = render("nvidia-mps@.service.j2", **variables)
+    cfg, config_dir, template = _unit_files(planned, tmp_path, tools)
     # quit waits for the clients; -t bounds it below systemd's own stop timeout
     assert "ExecStop=-/bin/sh -c 'echo quit -t 20 | %s'" % tools["nvidia-cuda-mps-control"] in template
     assert "TimeoutStopSec=35" in template
-    assert "Restart=on-failure" in template and "EnvironmentFile=/etc/nvidia-mps/%i.conf" in template
+    assert "Restart=on-failure" in template and f"EnvironmentFile={config_dir}/%i.conf" in template
+    assert "After=local-fs.target systemd-modules-load.service nvidia-persistenced.service gpuops-mig.service\n" \
+        in template
     for target in planned:
-        unit = units / f"nvidia-mps@{target['name']}.service"
-        unit.write_text(template)
-        (units / f"{unit.name}.d").mkdir()
-        (units / f"{unit.name}.d" / "gpuops.conf").write_text(render("unit-target.conf.j2", mps_target=target,
-                                                                     **variables))
-        done = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, check=False)
+        unit = os.path.join(cfg["unit_dir"], f"nvidia-mps@{target['name']}.service")
+        done = subprocess.run(["systemd-analyze", "verify", unit], capture_output=True, text=True, check=False)
         assert done.returncode == 0, done.stderr
-    broken = units / "nvidia-mps@gpu0.service.d" / "gpuops.conf"
-    broken.write_text(broken.read_text() + "ExecStart=\n")  # a drop-in that loses the daemon
-    done = subprocess.run(["systemd-analyze", "verify", str(units / "nvidia-mps@gpu0.service")], capture_output=True,
-                          text=True, check=False)
-    assert done.returncode != 0
+
+
+def test_daemon_env_files(planned, tmp_path):
+    from ansible_collections.gpuops.sharing.plugins.module_utils import _mps
+    gpu, mig = planned[0], planned[1]
+    desired = {"active_thread_percentage": 25, "device_pinned_mem_limit_mib": 4096, "client_priority": None}
+    conf = _mps.daemon_file_text(gpu, desired, "exclusive_process", "nvidia-mps")
+    assert f"CUDA_VISIBLE_DEVICES={gpu['uuid']}\n" in conf and "GPUOPS_MPS_COMPUTE_MODE=EXCLUSIVE_PROCESS\n" in conf
+    assert "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE=25\n" in conf and "CUDA_MPS_PINNED_DEVICE_MEM_LIMIT=0=4G\n" in conf
+    assert "GPUOPS_MPS_COMPUTE_MODE" not in _mps.daemon_file_text(gpu, desired, "unchanged", "nvidia-mps")
+    mig_conf = _mps.daemon_file_text(mig, desired, "exclusive_process", "nvidia-mps")
+    assert "\nCUDA_VISIBLE_DEVICES=" not in mig_conf    # found at each start: MIG UUIDs change at reboot
+    assert "GPUOPS_MPS_COMPUTE_MODE" not in mig_conf     # the driver refuses it on a MIG-enabled GPU
+    assert f"GPUOPS_MPS_GPU={mig['gpu_uuid']}\n" in mig_conf
+    assert f"GPUOPS_MPS_GPU_INSTANCE_START={mig['mig']['gpu_instance_start']}\n" in mig_conf
+    assert f"CUDA_MPS_PIPE_DIRECTORY={mig['pipe_directory']}\n" in mig_conf
+
+
+def test_sourcing_the_client_env_file_runs_no_code(planned, tmp_path):
+    # the module refuses such directories; the file quotes its values all the same (issue 10, defect 8)
+    from ansible_collections.gpuops.sharing.plugins.module_utils import _mps
+    crafted = {**planned[1], "pipe_directory": f"/run/$(touch {tmp_path}/pwned) x", "log_directory": "/var/log/`id`"}
+    path = tmp_path / "client.env"
+    path.write_text(_mps.client_file_text(crafted, "nvidia-mps", "/etc/nvidia-mps"))
+    shown = subprocess.run(["/bin/sh", "-c", f'set -a; . "{path}"; set +a; printf "%s|%s" '
+                            '"$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"'],
+                           capture_output=True, text=True, check=True).stdout
+    assert shown == f"/run/$(touch {tmp_path}/pwned) x|/var/log/`id`"
+    assert not (tmp_path / "pwned").exists()
 
 
 def _exec_helper():
@@ -144,3 +165,22 @@ def test_boot_helper_finds_the_mig_device_by_placement(planned, monkeypatch, cap
     assert helper.main(["--gpu", "GPU-nope", "--gpu-instance-start", "0", "--compute-instance-start", "0", "--",
                         "/bin/true"]) == 1
     assert "no GPU GPU-nope on this host" in capsys.readouterr().err
+
+
+def test_boot_helper_takes_the_placement_from_the_environment(planned, monkeypatch):
+    helper = _exec_helper()
+    mig = planned[2]
+    ran = {}
+    monkeypatch.setattr(os, "execv", lambda path, argv: ran.update(path=path, env=os.environ.get("CUDA_VISIBLE_DEVICES")))
+    monkeypatch.setenv("GPUOPS_MPS_GPU", mig["gpu_uuid"])
+    monkeypatch.setenv("GPUOPS_MPS_GPU_INSTANCE_START", str(mig["mig"]["gpu_instance_start"]))
+    monkeypatch.setenv("GPUOPS_MPS_COMPUTE_INSTANCE_START", "0")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    helper.main(["--", "/usr/bin/nvidia-cuda-mps-control", "-f"])
+    assert ran == {"path": "/usr/bin/nvidia-cuda-mps-control", "env": mig["uuid"]}
+    # a whole GPU: no placement, CUDA_VISIBLE_DEVICES comes from the env file, NVML is not needed
+    for key in ("GPUOPS_MPS_GPU", "GPUOPS_MPS_GPU_INSTANCE_START", "GPUOPS_MPS_COMPUTE_INSTANCE_START"):
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-x")
+    helper.main(["--", "/usr/bin/nvidia-cuda-mps-control", "-f"])
+    assert ran == {"path": "/usr/bin/nvidia-cuda-mps-control", "env": "GPU-x"}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import re
+import shlex
 
 import pytest
 from hypothesis import given
@@ -187,10 +189,38 @@ def test_directories_defaults_and_socket_limit():
 
 def test_uuid_placeholder_and_shared_directory():
     targets = _mps.resolve_targets(["all"], HOST)[0]
-    _mps.assign_directories(targets, "/run/mps/{uuid}", "/var/log/mps/{gpu}")
-    assert targets[2]["pipe_directory"] == "/run/mps/MIG-0011" and targets[2]["log_directory"] == "/var/log/mps/1"
-    with pytest.raises(_mps.MpsError, match="for both gpu1-mig0.0 and gpu1-mig4.1"):
-        _mps.assign_directories(targets, "/run/mps/{gpu}", "/var/log/mps/{name}")
+    _mps.assign_directories(targets, "/run/mps/{uuid}", "/var/log/mps/{name}")
+    assert targets[2]["pipe_directory"] == "/run/mps/MIG-0011"
+    assert targets[2]["log_directory"] == "/var/log/mps/gpu1-mig4.1"
+    with pytest.raises(_mps.MpsError, match="for both gpu0 and gpu1-mig0.0"):
+        _mps.assign_directories(targets, "/run/mps", "/var/log/mps/{name}")
+
+
+@pytest.mark.parametrize("template", ["/run/{name.__class__.__name__}", "/run/{gpu}", "/run/{name[0]}",
+                                      "/run/{name!s}", "/run/{}", "/run/{uuid:>9}"])
+def test_only_plain_name_and_uuid_fields(template):
+    with pytest.raises(_mps.MpsError) as exc:
+        _mps.validate_directory(template, "pipe_directory")
+    assert str(exc.value).startswith(f"pipe_directory={template!r} uses the field {template[5:]}: only {{name}} and "
+                                     f"{{uuid}} can be replaced")
+
+
+@given(st.text(max_size=30))
+def test_a_valid_directory_is_a_plain_path_once_expanded(text):
+    template = "/run/" + text + "/{name}"
+    target = {"name": "gpu0-mig3.0", "uuid": "MIG-0011"}
+    try:
+        path = _mps.expand_directory(template, target, "pipe_directory")
+    except _mps.MpsError as exc:
+        assert str(exc).startswith(f"pipe_directory={template!r} ")
+        return
+    assert re.match(r"^/[A-Za-z0-9._/-]+$", path) and ".." not in path.split("/")
+    assert shlex.quote(path) == path       # nothing a shell would read as more than one word
+
+
+def test_an_unsafe_uuid_is_refused_after_expansion():
+    with pytest.raises(_mps.MpsError, match="gives '/run/MIG 1' for gpu0, which contains characters other than"):
+        _mps.expand_directory("/run/{uuid}", {"name": "gpu0", "uuid": "MIG 1"}, "pipe_directory")
 
 
 def test_limit_must_fit_every_target():
@@ -278,9 +308,22 @@ def test_plan_table(observed, options, expected, restart):
      "server 500: clients 9); quit would wait until they finish: stop the clients first, or set force: true"),
 ])
 def test_plan_refusals(observed, options, message):
-    with pytest.raises(_mps.MpsError) as exc:
-        _mps.plan_target(target(), observed, WANT, {**OPTS, **options})
-    assert message in str(exc.value)
+    plan = _mps.plan_target(target(), observed, WANT, {**OPTS, **options})
+    assert len(plan["problems"]) == 1 and message in plan["problems"][0]
+
+
+def test_the_host_plan_orders_compute_modes_and_collects_every_refusal():
+    gpu0, mig = target(mode="default"), target("mig")
+    present = _mps.plan_host([gpu0, mig], [_mps.not_running(), running(servers=[server(clients=[9])])], WANT,
+                             {**OPTS, "manage_daemon": True, "compute_mode": "exclusive_process",
+                              "restart_servers": True})
+    assert [op.kind for op in present["ops"]][:2] == ["set_compute_mode", "start_daemon"]
+    assert len(present["problems"]) == 1 and present["problems"][0].startswith("gpu1-mig0.0: MPS server 500")
+    absent = _mps.plan_host([target(mode="exclusive_process"), mig], [running(), running(servers=[server(clients=[9])])], WANT,
+                            {**OPTS, "state": "absent", "compute_mode": "default"})
+    assert [op.kind for op in absent["ops"]] == ["quit_daemon", "quit_daemon", "set_compute_mode"]
+    assert [op.data["command"] for op in absent["ops"][:2]] == ["quit", "quit"]
+    assert len(absent["problems"]) == 1 and "clients 9" in absent["problems"][0]
 
 
 def test_compute_mode_only_for_whole_gpus():
@@ -330,9 +373,8 @@ def test_plans_reach_the_target_and_replan_to_nothing(cur_pct, cur_limit, cur_pr
     observed = running(cur_pct, cur_limit, cur_prio, [server(pct=srv_pct, limit=srv_limit, clients=clients)])
     want = {"active_thread_percentage": pct, "device_pinned_mem_limit_mib": limit, "client_priority": priority}
     options = {**OPTS, "restart_servers": restart, "force": force}
-    try:
-        plan = _mps.plan_target(target(), observed, want, options)
-    except _mps.MpsError:
+    plan = _mps.plan_target(target(), observed, want, options)
+    if plan["problems"]:
         assert restart and clients and not force and _mps.stale_settings(observed["servers"][0], want)
         return
     reached = _apply(observed, plan)

@@ -218,7 +218,11 @@ def test_no_daemon_without_manage_daemon_says_how_to_start_it(sim, mps_daemons, 
     assert failed and "no MPS control daemon listens on" in result["msg"]
     assert "nvidia-mps@gpu0" in result["msg"] and "manage_daemon: true" in result["msg"]
     assert sim.state()["gpus"][0]["compute_mode"] == 0   # refused before any change
-    assert result["targets"] == [] and result["operations"] == [] and result["restart_required"] is False
+    assert result["targets"] == [] and result["restart_required"] is False
+    # the refused plan is reported, nothing of it was done
+    assert result["operations"] == ["gpu0: set compute mode of GPU 0 (%s) to EXCLUSIVE_PROCESS"
+                                    % sim.state()["gpus"][0]["uuid"]]
+    assert result["done"] == [] and result["changed"] is False
 
 
 @pytest.mark.parametrize(("extra", "message"), [
@@ -243,7 +247,27 @@ def test_no_daemon_without_manage_daemon_says_how_to_start_it(sim, mps_daemons, 
     ({"default_active_thread_percentage": "25.5"}, "default_active_thread_percentage"),
     ({"default_client_priority": -1}, "default_client_priority"),
     ({"pipe_directory": "relative/{name}"}, "must be an absolute path"),
-    ({"log_directory": "/var/log/{nope}"}, "log_directory='/var/log/{nope}' cannot be expanded"),
+    ({"log_directory": "/var/log/{nope}"}, "log_directory='/var/log/{nope}' uses the field {nope}: only {name} and "
+     "{uuid} can be replaced"),
+    # nothing that a shell, a unit or an env file would read as more than a path (issue 10, defect 8)
+    ({"pipe_directory": "/run/mps/{name.__class__.__name__}"},
+     "pipe_directory='/run/mps/{name.__class__.__name__}' uses the field {name.__class__.__name__}: only {name} and "
+     "{uuid} can be replaced"),
+    ({"pipe_directory": "/run/mps/{name!r}"}, "uses the field {name!r}: only {name} and {uuid}"),
+    ({"pipe_directory": "/run/mps/{uuid:>40}"}, "uses the field {uuid:>40}: only {name} and {uuid}"),
+    ({"pipe_directory": "/run/mps/{gpu}"}, "uses the field {gpu}: only {name} and {uuid}"),
+    ({"pipe_directory": "/run/mps/{0}"}, "uses the field {0}: only {name} and {uuid}"),
+    ({"pipe_directory": "/run/$(touch /tmp/pwned)/{name}"},
+     "pipe_directory='/run/$(touch /tmp/pwned)/{name}' contains space, '$', '(', ')': a directory may contain only "
+     "letters, digits, '.', '_', '-' and '/', and the fields {name} and {uuid}"),
+    ({"log_directory": "/var/log/mps `id`/{name}"}, "contains space, backquote: a directory may contain only"),
+    ({"log_directory": "/var/log/mps\nX=1/{name}"}, "contains newline, '=': a directory may contain only"),
+    ({"pipe_directory": "/run/'mps'/{name}"}, "contains quote: a directory may contain only"),
+    ({"pipe_directory": '/run/"mps"/{name}'}, "contains double quote: a directory may contain only"),
+    ({"pipe_directory": "/run/mps;reboot/{name}"}, "contains ';': a directory may contain only"),
+    ({"pipe_directory": "/run/{name"}, "contains '{': a directory may contain only"),
+    ({"pipe_directory": "/run/../etc/{name}"}, "contains '..': give the directory without parent references"),
+    ({"timeout": 0}, "timeout=0.0 is not valid; give the seconds to wait"),
     ({"compute_mode": "exclusive_thread"}, "value of compute_mode must be one of"),
 ])
 def test_bad_requests_fail_before_any_change(sim, mps_daemons, tmp_path, extra, message):
@@ -345,3 +369,223 @@ def test_the_no_daemon_text_means_not_running(tmp_path):
     control, _sent, _mps = _control({}, tmp_path)
     control.run = lambda argv, data, env: (1, "Cannot find MPS control daemon process\n", "")
     assert control.observe({}) == _mps.not_running()
+
+
+def test_a_stopped_daemon_fails_within_the_timeout(sim, mps_daemons, tmp_path):
+    # issue 10, defect 8: a daemon stopped with kill -STOP accepts connections and never answers
+    import signal
+    import time
+    sim.init("H100-SXM5-80GB", 2)
+    for name in ("gpu0", "gpu1"):
+        mps_daemons.start(pipe(tmp_path, name))
+    with open(os.path.join(pipe(tmp_path, "gpu1"), "nvidia-cuda-mps-control.pid")) as fh:
+        pid = int(fh.read())
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        # 3 s: time enough for the daemon that answers, on a loaded machine
+        result, failed = run_module(mps.main, args(tmp_path, default_active_thread_percentage=30, timeout=3,
+                                                   compute_mode="unchanged"))
+        took = time.monotonic() - started
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert failed and took < 30, took      # 3 s per command, not forever
+    assert result["msg"].startswith("gpu1: the MPS control daemon on %s/control did not answer "
+                                    % pipe(tmp_path, "gpu1"))
+    assert "within 3 s (option timeout)" in result["msg"] and "stopped (SIGSTOP) or hung" in result["msg"]
+    # a failed read is an error, not "no daemon": nothing was changed on the daemon that did answer
+    assert not result["changed"] and result["done"] == []
+    assert mps_daemons.ctl(pipe(tmp_path, "gpu0"), "get_default_active_thread_percentage") == "100.0\n"
+
+
+def test_every_refusal_of_every_target_before_the_first_write(sim, mps_daemons, tmp_path):
+    sim.init("H100-SXM5-80GB", 2)
+    for name, pid in (("gpu0", 31), ("gpu1", 32)):
+        mps_daemons.start(pipe(tmp_path, name), CUDA_MPS_ACTIVE_THREAD_PERCENTAGE="50")
+        mps_daemons.client(pipe(tmp_path, name), pid)
+    result, failed = run_module(mps.main, args(tmp_path, default_active_thread_percentage=20, restart_servers=True))
+    assert failed and not result["changed"] and result["done"] == []
+    assert "gpu0: MPS server" in result["msg"] and "(31)" in result["msg"]
+    assert "gpu1: MPS server" in result["msg"] and "(32)" in result["msg"]
+    assert len(result["operations"]) >= 4        # the refused plan: compute modes and defaults of both GPUs
+    assert sim.state()["gpus"][0]["compute_mode"] == 0 and sim.state()["gpus"][1]["compute_mode"] == 0
+    for name in ("gpu0", "gpu1"):
+        assert mps_daemons.ctl(pipe(tmp_path, name), "get_default_active_thread_percentage") == "50.0\n"
+
+
+def test_done_lists_what_completed_before_a_failure(sim, mps_daemons, tmp_path):
+    sim.init("H100-SXM5-80GB", 2)
+    for name in ("gpu0", "gpu1"):
+        mps_daemons.start(pipe(tmp_path, name))
+    # gpu1's daemon goes away between the plan and its operation: the compute modes and gpu0 were done
+    from ansible_collections.gpuops.sharing.plugins.module_utils import _mps_host
+    real_set = _mps_host.Control.set
+
+    def set_then_stop(self, line):
+        if self.target["name"] == "gpu1":
+            raise _mps_host.DaemonError("gpu1: the MPS control daemon refused " + line + ": gone")
+        return real_set(self, line)
+    import pytest as _pytest
+    with _pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_mps_host.Control, "set", set_then_stop)
+        result, failed = run_module(mps.main, args(tmp_path, default_active_thread_percentage=40))
+    assert failed and result["changed"] is True
+    uuids = [g["uuid"] for g in sim.state()["gpus"]]
+    assert result["done"] == [f"gpu0: set compute mode of GPU 0 ({uuids[0]}) to EXCLUSIVE_PROCESS",
+                              f"gpu1: set compute mode of GPU 1 ({uuids[1]}) to EXCLUSIVE_PROCESS",
+                              "gpu0: default active thread percentage 100 -> 40"]
+    assert "Completed before the failure" in result["msg"]
+    again, failed = run_module(mps.main, args(tmp_path, default_active_thread_percentage=40))
+    assert not failed and again["operations"] == ["gpu1: default active thread percentage 100 -> 40"]
+
+
+# ------------------------------------------------------------------ units (systemd: one call per host, issue 11)
+
+FAKE_SYSTEMCTL = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                              "fake_systemctl.py")
+
+
+@pytest.fixture
+def units(tmp_path, monkeypatch, sim):
+    """A host with systemd for the module: the fake systemctl, a unit directory and a config directory."""
+    from ...conftest import COLLECTIONS, ROOT
+    unit_dir, config_dir, bindir = tmp_path / "units", tmp_path / "etc", tmp_path / "fakebin"
+    unit_dir.mkdir()
+    bindir.mkdir()
+    (bindir / "systemctl").write_text(f'#!/bin/sh\nexec {sys.executable} {FAKE_SYSTEMCTL} "$@"\n')
+    (bindir / "systemctl").chmod(0o755)
+    monkeypatch.setenv("PATH", str(bindir) + os.pathsep + os.environ["PATH"])
+    monkeypatch.setenv("FAKE_SYSTEMCTL_STATE", str(tmp_path / "systemctl.json"))
+    monkeypatch.setenv("FAKE_SYSTEMCTL_UNIT_DIR", str(unit_dir))
+    monkeypatch.setenv("GPUOPS_SHARING_LIB", COLLECTIONS)
+    monkeypatch.setenv("PYTHONPATH", SIMULATOR)      # gpusim's pynvml for gpuops-mps-exec, as on the fleet hosts
+    control = os.path.join(SIMULATOR, "bin", "nvidia-cuda-mps-control")
+
+    def request(**extra):
+        return {**args(tmp_path), "config_dir": str(config_dir), "prune": True,
+                "systemd": {"unit_dir": str(unit_dir), "python": sys.executable, "control_binary": control,
+                            "exec_path": os.path.join(ROOT, "roles", "mps", "files", "gpuops-mps-exec"),
+                            "smi_binary": os.path.join(SIMULATOR, "bin", "nvidia-smi")}, **extra}
+
+    def calls():
+        import json
+        with open(tmp_path / "systemctl.json") as fh:
+            return [c for c in json.load(fh)["calls"] if c[0] != "show"]
+
+    return request, unit_dir, config_dir, calls
+
+
+def test_units_one_batch_then_no_change_then_pruned_and_removed(sim, mps_daemons, tmp_path, units):
+    request, unit_dir, config_dir, calls = units
+    mig_host(sim, spec="19,19,19")
+    want = request(default_active_thread_percentage=25, default_device_pinned_mem_limit="2G")
+    check, failed = run_module(mps.main, {**want, "_ansible_check_mode": True})
+    assert not failed, check["msg"]
+    assert check["changed"] and check["done"] == [] and not os.path.exists(config_dir)
+    names = [t["name"] for t in check["targets"]]
+    assert len(names) == 3 and all(t["unit"] == f"nvidia-mps@{t['name']}.service" for t in check["targets"])
+    assert check["operations"][-1] == "enable and start " + ", ".join(f"nvidia-mps@{n}.service" for n in names)
+
+    first, failed = run_module(mps.main, want)
+    assert not failed, first["msg"]
+    assert first["changed"] and first["done"] == check["operations"]
+    # one systemctl call starts every daemon
+    assert calls() == [["daemon-reload"], ["enable", "--now", "--", *(f"nvidia-mps@{n}.service" for n in names)]]
+    for target in first["targets"]:
+        assert target["running"] and target["settings"]["active_thread_percentage"] == 25.0
+        # the daemon of a MIG device found its device by placement (gpuops-mps-exec, from the env file)
+        assert mps_daemons.ctl(target["pipe_directory"], "get_default_device_pinned_mem_limit 0") == "2G\n"
+    conf = (config_dir / f"{names[0]}.conf").read_text()
+    assert conf.startswith("# Managed by gpuops.sharing.mps") and "GPUOPS_MPS_GPU_INSTANCE_START=" in conf
+    assert "CUDA_VISIBLE_DEVICES" not in conf
+    assert (unit_dir / "nvidia-mps@.service").read_text().count("EnvironmentFile=%s/%%i.conf" % config_dir) == 1
+
+    again, failed = run_module(mps.main, want)
+    assert not failed and not again["changed"] and again["operations"] == [] and again["done"] == []
+    again, failed = run_module(mps.main, {**want, "_ansible_check_mode": True})
+    assert not failed and not again["changed"]
+
+    # a MIG re-layout removes the last MIG device: its unit and files go in the same run
+    gone = names[-1]
+    gi = max(sim.state()["gpus"][0]["gpu_instances"], key=lambda g: g["start"])
+    for argv in (["mig", "-i", "0", "-dci", "-gi", str(gi["id"])], ["mig", "-i", "0", "-dgi", "-gi", str(gi["id"])]):
+        done = subprocess.run(SMI + argv, capture_output=True, text=True, check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
+    before = len(calls())
+    pruned, failed = run_module(mps.main, want)
+    assert not failed, pruned["msg"]
+    assert f"stop and disable nvidia-mps@{gone}.service" in pruned["done"]
+    assert calls()[before:] == [["disable", "--now", "--", f"nvidia-mps@{gone}.service"]]
+    assert not (config_dir / f"{gone}.conf").exists() and not (config_dir / f"{gone}.env").exists()
+    assert [t["name"] for t in pruned["targets"]] == names[:-1]
+
+    # state=absent with prune: nothing the module installed remains
+    removed, failed = run_module(mps.main, {**want, "state": "absent", "force": True})
+    assert not failed, removed["msg"]
+    assert os.listdir(config_dir) == [] and os.listdir(unit_dir) == []
+    assert all(not t["running"] for t in removed["targets"])
+    assert calls()[-2:] == [["disable", "--now", "--", *(f"nvidia-mps@{n}.service" for n in names[:-1])],
+                            ["daemon-reload"]]
+    again, failed = run_module(mps.main, {**want, "state": "absent"})
+    assert not failed and not again["changed"]
+
+
+def test_units_env_files_quote_and_refuse_symlinks(sim, mps_daemons, tmp_path, units):
+    request, unit_dir, config_dir, calls = units
+    sim.init("H100-SXM5-80GB", 1)
+    config_dir.mkdir()
+    (config_dir / "gpu0.env").symlink_to(tmp_path / "elsewhere")
+    result, failed = run_module(mps.main, request(compute_mode="unchanged"))
+    assert failed and not result["changed"]
+    assert result["msg"] == (f"{config_dir}/gpu0.env is a symlink; the module writes and removes only regular files "
+                             f"there: remove it or choose another config_dir")
+    assert not (tmp_path / "elsewhere").exists()
+    (config_dir / "gpu0.env").unlink()
+    (config_dir / "gpu0.env").write_text("CUDA_MPS_PIPE_DIRECTORY=/mine\n")     # an admin's own file
+    result, failed = run_module(mps.main, request(compute_mode="unchanged"))
+    assert failed and "gpu0.env exists and is not a file the module wrote" in result["msg"]
+    (config_dir / "gpu0.env").unlink()
+    result, failed = run_module(mps.main, request(compute_mode="unchanged"))
+    assert not failed, result["msg"]
+    client = (config_dir / "gpu0.env").read_text()
+    shown = subprocess.run(["/bin/sh", "-c", f'set -a; . "{config_dir}/gpu0.env"; printf %s "$CUDA_MPS_PIPE_DIRECTORY"'],
+                           capture_output=True, text=True, check=True).stdout
+    assert shown == pipe(tmp_path, "gpu0") and f"CUDA_MPS_PIPE_DIRECTORY={pipe(tmp_path, 'gpu0')}\n" in client
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ({"manage_daemon": True}, "manage_daemon: true and systemd: the daemons run either under their systemd units"),
+    ({"config_dir": "/etc/mps $(id)"}, "config_dir='/etc/mps $(id)' is not valid: give an absolute path of letters"),
+    ({"systemd": {"unit_name": "nvidia mps"}}, "systemd.unit_name='nvidia mps' is not a unit name"),
+    ({"systemd": {"python": "python3"}}, "systemd.python='python3' is not valid: give an absolute path"),
+    ({"systemd": {"after": ["a.service;b"]}}, "systemd.after: 'a.service;b' is not a unit name"),
+    ({"systemd": {"stop_timeout": 0}}, "systemd.stop_timeout=0 is not valid; give whole seconds from 1 to 3600"),
+    ({"systemd": None, "config_dir": None, "prune": True},
+     "prune: true removes the units and files of targets that no longer exist; it needs the systemd option or a "
+     "config_dir"),
+])
+def test_bad_unit_settings(sim, mps_daemons, tmp_path, units, extra, message):
+    request = units[0]
+    sim.init("H100-SXM5-80GB", 1)
+    base = request()
+    if extra.get("systemd"):
+        extra = {**extra, "systemd": {**base["systemd"], **extra["systemd"]}}
+    result, failed = run_module(mps.main, {**base, **extra})
+    assert failed and message in result["msg"], result["msg"]
+    assert result["done"] == [] and not result["changed"]
+
+
+def test_client_env_files_without_systemd(sim, mps_daemons, tmp_path):
+    sim.init("H100-SXM5-80GB", 2)
+    config_dir = tmp_path / "etc"
+    request = args(tmp_path, manage_daemon=True, compute_mode="unchanged", config_dir=str(config_dir), prune=True)
+    first, failed = run_module(mps.main, request)
+    assert not failed, first["msg"]
+    assert sorted(os.listdir(config_dir)) == ["gpu0.env", "gpu1.env"]       # no units, no daemon env files
+    assert first["done"][:2] == [f"write {config_dir}/gpu0.env (what clients of gpu0 source)",
+                                 f"write {config_dir}/gpu1.env (what clients of gpu1 source)"]
+    again, failed = run_module(mps.main, request)
+    assert not failed and not again["changed"]
+    narrowed, failed = run_module(mps.main, {**request, "targets": ["0"]})     # gpu1 is no target any more
+    assert not failed and narrowed["done"] == [f"remove {config_dir}/gpu1.env (gpu1 no longer exists)"]
+    assert os.listdir(config_dir) == ["gpu0.env"]
