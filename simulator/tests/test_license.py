@@ -14,7 +14,7 @@ import pytest
 from gpusim import cli, license
 
 SIM = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-GRIDD = os.path.join(SIM, "bin", "nvidia-gridd")
+GRIDD = os.path.join(SIM, "libexec", "nvidia-gridd.py")
 
 
 @pytest.fixture
