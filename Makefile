@@ -160,9 +160,10 @@ lint: venv
 	cd $(ROOT) && $(VENV)/bin/yamllint -s .
 
 docs-lint: venv
-	@echo "== antsibull-docs lint, changelog lint"
+	@echo "== antsibull-docs lint, changelog lint, the next release notes (dry run)"
 	cd $(COLLECTIONS)/ansible_collections/gpuops/sharing && PATH=$(VENV)/bin:$$PATH antsibull-docs lint-collection-docs --plugin-docs .
 	cd $(ROOT) && $(VENV)/bin/antsibull-changelog lint
+	cd $(ROOT) && $(VENV)/bin/python hacking/check_release_notes.py
 
 build: venv
 	@echo "== ansible-galaxy collection build"
