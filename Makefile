@@ -39,13 +39,14 @@ PIP_QUIET := --quiet --no-warn-script-location
 PIP_FILTER := grep -v "^WARNING: Location 'file://" || true
 
 .PHONY: help venv venv-floor system-deps collection-link test test-quick sanity sanity-floor units units-floor \
-        simulator-tests integration lint docs-lint build artifact-check demo bench clean \
+        simulator-tests integration lint docs-lint docs build artifact-check demo bench clean \
         $(addprefix units-,$(CORE_MIDS)) $(addprefix sanity-,$(CORE_MIDS))
 
 help:
 	@echo "make demo        run playbooks/site.yml on a simulated GPU fleet"
 	@echo "make test        everything CI runs (sanity, units, integration, lint, docs, build, fleet)"
 	@echo "make test-quick  the same without the booted fleet hosts"
+	@echo "make docs        build the documentation site (.build/docsite/build/html)"
 	@echo "make bench       benchmark tables"
 
 # ---------------------------------------------------------------- environments
@@ -112,7 +113,7 @@ test: test-quick fleet-test
 	@echo "== make test: all parts passed"
 
 test-quick: simulator-tests units units-floor $(addprefix units-,$(CORE_MIDS)) sanity sanity-floor \
-            $(addprefix sanity-,$(CORE_MIDS)) integration lint docs-lint artifact-check
+            $(addprefix sanity-,$(CORE_MIDS)) integration lint docs-lint docs artifact-check
 	@echo "== make test-quick: all parts passed (fleet not run)"
 
 simulator-tests: venv
@@ -164,6 +165,22 @@ docs-lint: venv
 	cd $(COLLECTIONS)/ansible_collections/gpuops/sharing && PATH=$(VENV)/bin:$$PATH antsibull-docs lint-collection-docs --plugin-docs .
 	cd $(ROOT) && $(VENV)/bin/antsibull-changelog lint
 	cd $(ROOT) && $(VENV)/bin/python hacking/check_release_notes.py
+	cd $(ROOT) && $(VENV)/bin/python hacking/gen_docsite.py --check
+
+# The documentation site: plugin, role and collection pages plus docs/*.md (as docs/docsite/rst,
+# see hacking/gen_docsite.py), built by antsibull-docs and Sphinx into .build/docsite/build/html.
+# sphinx-init's build.sh, with Sphinx's warnings checked by hacking/check_docs_log.py instead of -W:
+# offline, references into docs.ansible.com (intersphinx) cannot resolve; every other warning fails.
+docs: venv
+	@echo "== antsibull-docs sphinx-init + build: the documentation site"
+	@rm -rf $(BUILD)/docsite && mkdir -p $(BUILD)/docsite
+	cd $(COLLECTIONS)/ansible_collections/gpuops/sharing && PATH=$(VENV)/bin:$$PATH antsibull-docs sphinx-init \
+	  --use-current --fail-on-error --sphinx-theme alabaster --dest-dir $(BUILD)/docsite gpuops.sharing
+	sed -i 's/^sphinx-build -M html rst build -c . -W --keep-going$$/sphinx-build -M html rst build -c . --keep-going/' \
+	  $(BUILD)/docsite/build.sh
+	cd $(BUILD)/docsite && PATH=$(VENV)/bin:$$PATH ./build.sh > build.log 2>&1 || { tail -40 build.log; exit 1; }
+	$(VENV)/bin/python $(ROOT)/hacking/check_docs_log.py $(BUILD)/docsite/build.log
+	@echo "== the site: $(BUILD)/docsite/build/html/index.html"
 
 build: venv
 	@echo "== ansible-galaxy collection build"
