@@ -19,7 +19,8 @@ import sys
 import tarfile
 import tempfile
 
-MUST = ["LICENSE", "docs/architecture.md",
+MUST = ["LICENSE", "docs/architecture.md", "docs/getting-started.md", "docs/docsite/extra-docs.yml",
+        "docs/docsite/links.yml", "docs/docsite/rst/getting-started.rst", "examples/inventory/hosts.yml",
         "tests/config.yml"]
 MUST_NOT = ["simulator/", "hacking/", "tests/fleet/", "tests/unit/", "tests/integration/", "tests/sanity/ignore-",
             ".venv", "Makefile", "requirements/", "bench/", ".build/", "demo/"]
