@@ -14,8 +14,9 @@ How a host is made (needs root, systemd-nspawn and debootstrap; `make fleet-up` 
   (/usr/local/lib/python3.11/dist-packages), so that on the host `import pynvml` is the real
   binding over the simulated driver. gpusim's CLIs sit where NVIDIA's tools live (/usr/bin/nvidia-smi,
   nvidia-cuda-mps-control, nvidia-gridd) and unit files from simulator/systemd/ in /lib/systemd/system,
-  as the driver packages would install them. The simulator code is bind-mounted read-only from
-  the checkout at /opt/gpusim, so a change to it needs no rebuild.
+  as the driver packages would install them. The checkout is bind-mounted read-only at
+  /opt/gpuops (/opt/gpusim links to its simulator/, whose catalogue is the collection's
+  plugins/module_utils/_catalogue.py), so a change to it needs no rebuild.
 * Each host boots from an overlay over the image (its own writable upper layer, kept across its
   reboots like a disk) with `systemd-nspawn --register=no --keep-unit -b`: systemd is PID 1.
 * Network: one network namespace and one veth pair per host, a /30 out of FLEET_SUBNET
@@ -117,7 +118,7 @@ def real_binding() -> str:
 def image_key() -> str:
     with open(real_binding(), "rb") as fh:
         binding = hashlib.sha256(fh.read()).hexdigest()
-    return hashlib.sha256(json.dumps([SUITE, PACKAGES, binding, IMAGE_PYTHON, 2]).encode()).hexdigest()[:12]
+    return hashlib.sha256(json.dumps([SUITE, PACKAGES, binding, IMAGE_PYTHON, 3]).encode()).hexdigest()[:12]
 
 
 def build_image() -> str:
@@ -156,7 +157,9 @@ def customise_image(rootfs: str) -> None:
     os.makedirs(site, exist_ok=True)
     os.symlink("/opt/gpusim/pynvml.py", os.path.join(site, "pynvml.py"))
     os.symlink("/opt/gpusim/gpusim", os.path.join(site, "gpusim"))
-    os.makedirs(path("/opt/gpusim"), exist_ok=True)
+    # the checkout is bound read-only at /opt/gpuops; gpusim finds the collection's catalogue
+    # (plugins/module_utils/_catalogue.py) beside it there, as it does in a checkout
+    os.symlink("/opt/gpuops/simulator", path("/opt/gpusim"))
     os.makedirs(path("/var/lib/gpusim"), exist_ok=True)
     for tool in ("nvidia-smi", "nvidia-cuda-mps-control", "nvidia-gridd"):
         os.symlink(f"/opt/gpusim/bin/{tool}", path(f"/usr/bin/{tool}"))
@@ -268,7 +271,7 @@ def boot(info: dict) -> None:
         proc = subprocess.Popen(
             ["sh", "-c", enter + 'exec "$@"', "sh", "systemd-nspawn", "--register=no", "--keep-unit", "-b", "-D", info["root"], "-M", info["name"],
              f"--network-namespace-path=/run/netns/{info['netns']}", "--console=read-only",
-             f"--bind-ro={SIMULATOR}:/opt/gpusim", f"--bind={info['state_dir']}:/var/lib/gpusim"],
+             f"--bind-ro={ROOT}:/opt/gpuops", f"--bind={info['state_dir']}:/var/lib/gpusim"],
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     with open(os.path.join(hdir, "nspawn.pid"), "w") as fh:
         fh.write(f"{proc.pid}\n")
