@@ -69,7 +69,7 @@ class Converter:
         """('ref', label) for another page, ('url', address) otherwise."""
         if re.match(r"^[a-z]+:", href):
             return "url", href
-        path, _, _anchor = href.partition("#")
+        path = href.partition("#")[0]
         if not path:
             return "ref", LABEL + self.page
         full = os.path.normpath(os.path.join("docs", path))
@@ -81,11 +81,11 @@ class Converter:
 
     def inline(self, tokens) -> str:
         out: list[str] = []
-        link: list | None = None
+        link: dict | None = None
         nested = 0   # inside ** or *: rST nests no markup, so code there is plain text
         for tok in tokens:
             if link is not None and tok.type != "link_close":
-                link[1].append(tok.content if tok.type in ("text", "code_inline") else "")
+                link["words"].append(tok.content if tok.type in ("text", "code_inline") else "")
                 continue
             if tok.type == "text":
                 out.append(escape(tok.content))
@@ -100,12 +100,12 @@ class Converter:
                 if (opening and nested == 1) or (not opening and nested == 0):
                     out.append(MARK + star if opening else star + MARK)
             elif tok.type == "link_open":
-                link = [tok.attrs.get("href", ""), [], tok.markup == "autolink"]
+                link = {"href": str(tok.attrs.get("href", "")), "words": [], "auto": tok.markup == "autolink"}
             elif tok.type == "link_close":
-                href, words, auto = link
+                text = "".join(link["words"]).strip()
+                kind, where = self.target(link["href"])
+                auto = link["auto"]
                 link = None
-                text = "".join(words).strip()
-                kind, where = self.target(href)
                 if auto:
                     out.append(f"{MARK}{where}{MARK}")
                 elif kind == "ref":
