@@ -28,7 +28,8 @@ import time
 import yaml
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-COLLECTION = os.path.abspath(os.path.join(HERE, "..", "..", "..", ".."))
+# the collection under test (runme.sh: ansible-test runs a copy of this target, not the tree's own)
+COLLECTION = os.environ.get("GPUOPS_COLLECTION") or os.path.abspath(os.path.join(HERE, "..", "..", "..", ".."))
 SIMULATOR = os.environ["PYTHONPATH"].split(os.pathsep)[0]   # gpusim, first (setup_gpusim/gpusim-env.sh)
 
 
