@@ -4,7 +4,7 @@
 # from this run's folder; only the daemon this target started is stopped afterwards.
 set -eux
 source ../setup_gpusim/gpusim-env.sh
-export GPUOPS_COLLECTION="${collection}"
+export GPUOPS_COLLECTION="${ANSIBLE_COLLECTIONS_PATH%%:*}/ansible_collections/gpuops/sharing"
 EXAMPLES_DIR="$(mktemp -d /tmp/gpuops-examples.XXXXXX)"
 export GPUSIM_GRIDD_CONF="${EXAMPLES_DIR}/etc/nvidia/gridd.conf" GPUSIM_GRIDD_RUNDIR="${EXAMPLES_DIR}/run/nvidia-gridd"
 export GPUSIM_GRIDD_RETRY=0.5
