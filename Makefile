@@ -3,6 +3,8 @@
 # Everything is installed by this file into project-local virtualenvs:
 #   .venv        main target: newest ansible-core (2.21) on Python 3.13 (3.12 if 3.13 is missing)
 #   .venv-floor  the requires_ansible floor: ansible-core 2.18 on Python 3.11
+#   .venv-2.19, .venv-2.20  the minors between floor and main (units + sanity), on Python 3.12
+#   .venv-importer  Galaxy's galaxy-importer (it pins its own ansible-core/ansible-lint; kept apart)
 # The checkout is made importable as ansible_collections.gpuops.sharing through a
 # symlink tree under .build/collections (no copying by hand).
 
@@ -17,8 +19,13 @@ PY_MAIN ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python3.13 /
                        $(shell command -v python3.12 2>/dev/null))
 PY_FLOOR ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.11*/bin/python3.11 /root/.pyenv/versions/3.11*/bin/python3.11) \
                         $(shell command -v python3.11 2>/dev/null))
+PY_MID ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3.12 /root/.pyenv/versions/3.12*/bin/python3.12) \
+                      $(shell command -v python3.12 2>/dev/null))
 VENV := $(ROOT)/.venv
 VENV_FLOOR := $(ROOT)/.venv-floor
+VENV_IMPORTER := $(ROOT)/.venv-importer
+# every ansible-core minor of requires_ansible: 2.18 (floor) and 2.21 (main) have their venvs above
+CORE_MIDS := 2.19 2.20
 BUILD := $(ROOT)/.build
 COLLECTIONS := $(BUILD)/collections
 # outside the checkout: ansible-test walks up to the nearest .git and would list only tracked files
@@ -32,12 +39,14 @@ PIP_QUIET := --quiet --no-warn-script-location
 PIP_FILTER := grep -v "^WARNING: Location 'file://" || true
 
 .PHONY: help venv venv-floor system-deps collection-link test test-quick sanity sanity-floor units units-floor \
-        simulator-tests integration lint docs-lint build demo bench clean
+        simulator-tests integration lint docs-lint docs build artifact-check demo bench clean \
+        $(addprefix units-,$(CORE_MIDS)) $(addprefix sanity-,$(CORE_MIDS))
 
 help:
 	@echo "make demo        run playbooks/site.yml on a simulated GPU fleet"
 	@echo "make test        everything CI runs (sanity, units, integration, lint, docs, build, fleet)"
 	@echo "make test-quick  the same without the booted fleet hosts"
+	@echo "make docs        build the documentation site (.build/docsite/build/html)"
 	@echo "make bench       benchmark tables"
 
 # ---------------------------------------------------------------- environments
@@ -55,6 +64,23 @@ $(VENV_FLOOR)/.installed: requirements/floor.txt requirements/floor.lock
 	@test -x $(VENV_FLOOR)/bin/python || $(PY_FLOOR) -m venv $(VENV_FLOOR)
 	@($(VENV_FLOOR)/bin/pip install $(PIP_QUIET) -r requirements/floor.txt -c requirements/floor.lock 2>&1 | $(PIP_FILTER))
 	@$(VENV_FLOOR)/bin/python -c "import ansible, pynvml, pytest"
+	@touch $@
+
+# .venv-2.19, .venv-2.20: ansible-core of that minor on Python 3.12 (a controller Python of both)
+$(CORE_MIDS:%=$(ROOT)/.venv-%/.installed): $(ROOT)/.venv-%/.installed: requirements/core-%.txt requirements/core-%.lock
+	@test -n "$(PY_MID)" || { echo "need Python 3.12 for the ansible-core 2.19/2.20 checks" >&2; exit 1; }
+	@echo "== creating $(ROOT)/.venv-$* with $(PY_MID)"
+	@test -x $(ROOT)/.venv-$*/bin/python || $(PY_MID) -m venv $(ROOT)/.venv-$*
+	@($(ROOT)/.venv-$*/bin/pip install $(PIP_QUIET) -r requirements/core-$*.txt -c requirements/core-$*.lock 2>&1 | $(PIP_FILTER))
+	@$(ROOT)/.venv-$*/bin/python -c "import ansible, pynvml, pytest"
+	@touch $@
+
+$(VENV_IMPORTER)/.installed: requirements/importer.txt requirements/importer.lock
+	@test -n "$(PY_MAIN)" || { echo "need Python 3.13 or 3.12 for galaxy-importer" >&2; exit 1; }
+	@echo "== creating $(VENV_IMPORTER) with $(PY_MAIN)"
+	@test -x $(VENV_IMPORTER)/bin/python || $(PY_MAIN) -m venv $(VENV_IMPORTER)
+	@($(VENV_IMPORTER)/bin/pip install $(PIP_QUIET) -r requirements/importer.txt -c requirements/importer.lock 2>&1 | $(PIP_FILTER))
+	@$(VENV_IMPORTER)/bin/python -c "import galaxy_importer"
 	@touch $@
 
 venv: $(VENV)/.installed collection-link
@@ -86,7 +112,8 @@ FORCE:
 test: test-quick fleet-test
 	@echo "== make test: all parts passed"
 
-test-quick: simulator-tests units units-floor sanity sanity-floor integration lint docs-lint build
+test-quick: simulator-tests units units-floor $(addprefix units-,$(CORE_MIDS)) sanity sanity-floor \
+            $(addprefix sanity-,$(CORE_MIDS)) integration lint docs-lint docs artifact-check
 	@echo "== make test-quick: all parts passed (fleet not run)"
 
 simulator-tests: venv
@@ -101,6 +128,11 @@ units-floor: venv-floor
 	@echo "== unit tests (ansible-core 2.18, Python 3.11)"
 	cd $(ROOT) && $(VENV_FLOOR)/bin/python -m pytest -q -p no:cacheprovider tests/unit
 
+# units-2.19, units-2.20
+$(addprefix units-,$(CORE_MIDS)): units-%: $(ROOT)/.venv-%/.installed collection-link
+	@echo "== unit tests (ansible-core $*, Python 3.12)"
+	cd $(ROOT) && $(ROOT)/.venv-$*/bin/python -m pytest -q -p no:cacheprovider tests/unit
+
 sanity: venv system-deps $(TESTTREE)
 	@echo "== ansible-test sanity (ansible-core 2.21)"
 	@$(ROOT)/hacking/install_get_pip.sh $(VENV)
@@ -110,6 +142,12 @@ sanity-floor: venv-floor system-deps $(TESTTREE)
 	@echo "== ansible-test sanity (ansible-core 2.18 floor)"
 	@$(ROOT)/hacking/install_get_pip.sh $(VENV_FLOOR)
 	cd $(TESTTREE) && PATH=$(VENV_FLOOR)/bin:$$PATH ansible-test sanity --local --python 3.11 --color no
+
+# sanity-2.19, sanity-2.20
+$(addprefix sanity-,$(CORE_MIDS)): sanity-%: $(ROOT)/.venv-%/.installed collection-link system-deps $(TESTTREE)
+	@echo "== ansible-test sanity (ansible-core $*)"
+	@$(ROOT)/hacking/install_get_pip.sh $(ROOT)/.venv-$*
+	cd $(TESTTREE) && PATH=$(ROOT)/.venv-$*/bin:$$PATH ansible-test sanity --local --python 3.12 --color no
 
 integration: venv $(TESTTREE)
 	@echo "== ansible-test integration (simulated GPUs)"
@@ -123,15 +161,46 @@ lint: venv
 	cd $(ROOT) && $(VENV)/bin/yamllint -s .
 
 docs-lint: venv
-	@echo "== antsibull-docs lint, changelog lint"
+	@echo "== antsibull-docs lint, changelog lint, the next release notes (dry run)"
 	cd $(COLLECTIONS)/ansible_collections/gpuops/sharing && PATH=$(VENV)/bin:$$PATH antsibull-docs lint-collection-docs --plugin-docs .
 	cd $(ROOT) && $(VENV)/bin/antsibull-changelog lint
+	cd $(ROOT) && $(VENV)/bin/python hacking/check_release_notes.py
+	cd $(ROOT) && $(VENV)/bin/python hacking/gen_docsite.py --check
+
+# The documentation site: plugin, role and collection pages plus docs/*.md (as docs/docsite/rst,
+# see hacking/gen_docsite.py), built by antsibull-docs and Sphinx into .build/docsite/build/html.
+# sphinx-init's build.sh, with Sphinx's warnings checked by hacking/check_docs_log.py instead of -W:
+# offline, references into docs.ansible.com (intersphinx) cannot resolve; every other warning fails.
+docs: venv
+	@echo "== antsibull-docs sphinx-init + build: the documentation site"
+	@rm -rf $(BUILD)/docsite && mkdir -p $(BUILD)/docsite
+	cd $(COLLECTIONS)/ansible_collections/gpuops/sharing && PATH=$(VENV)/bin:$$PATH antsibull-docs sphinx-init \
+	  --use-current --fail-on-error --sphinx-theme alabaster --dest-dir $(BUILD)/docsite gpuops.sharing
+	sed -i 's/^sphinx-build -M html rst build -c . -W --keep-going$$/sphinx-build -M html rst build -c . --keep-going/' \
+	  $(BUILD)/docsite/build.sh
+	cd $(BUILD)/docsite && PATH=$(VENV)/bin:$$PATH ./build.sh > build.log 2>&1 || { tail -40 build.log; exit 1; }
+	$(VENV)/bin/python $(ROOT)/hacking/check_docs_log.py $(BUILD)/docsite/build.log
+	@echo "== the site: $(BUILD)/docsite/build/html/index.html"
 
 build: venv
 	@echo "== ansible-galaxy collection build"
 	@rm -rf $(BUILD)/dist && mkdir -p $(BUILD)/dist
 	cd $(ROOT) && $(VENV)/bin/ansible-galaxy collection build --output-path $(BUILD)/dist .
 	@$(VENV)/bin/python $(ROOT)/hacking/check_artifact.py $(BUILD)/dist/gpuops-sharing-*.tar.gz
+
+# The artifact as Galaxy and Automation Hub read it: galaxy-importer with its default configuration
+# (metadata, ansible-doc of every plugin, ansible-lint; any WARNING or ERROR fails), then the tarball
+# installed (extracted and checksummed) and ansible-test sanity run on that tree, with no ignore files.
+ARTIFACT_ROOT := $(TESTROOT)-artifact
+artifact-check: build $(VENV_IMPORTER)/.installed system-deps
+	@echo "== the built artifact: galaxy-importer, ansible-test sanity on the extracted tarball"
+	@rm -rf $(ARTIFACT_ROOT) && mkdir -p $(ARTIFACT_ROOT)
+	@$(ROOT)/hacking/install_get_pip.sh $(VENV)
+	cd $(ARTIFACT_ROOT) && PATH=$(VENV_IMPORTER)/bin:$$PATH $(VENV_IMPORTER)/bin/python \
+	  $(ROOT)/hacking/check_artifact.py --importer $(BUILD)/dist/gpuops-sharing-*.tar.gz
+	ANSIBLE_COLLECTIONS_PATH=$(ARTIFACT_ROOT) $(VENV)/bin/ansible-galaxy collection install --offline -p $(ARTIFACT_ROOT) $(BUILD)/dist/gpuops-sharing-*.tar.gz
+	cd $(ARTIFACT_ROOT)/ansible_collections/gpuops/sharing && PATH=$(VENV)/bin:$$PATH \
+	  ansible-test sanity --local --python $$($(VENV)/bin/python -c 'import sys; print("%d.%d" % sys.version_info[:2])') --color no
 
 # ---------------------------------------------------------------- demo and benchmarks
 demo: venv
@@ -141,6 +210,6 @@ bench: venv
 	@cd $(ROOT) && PATH=$(VENV)/bin:$$PATH PYTHONPATH=simulator $(VENV)/bin/python bench/run.py
 
 clean:
-	rm -rf $(BUILD) $(TESTROOT) demo/.run bench/.run
+	rm -rf $(BUILD) $(TESTROOT) $(ARTIFACT_ROOT) demo/.run bench/.run
 
 -include tests/fleet/fleet.mk

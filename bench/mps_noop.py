@@ -47,7 +47,7 @@ def _host(tmp: str) -> tuple[str, dict]:
            "PATH": f"{bindir}:{SIMULATOR}/bin:{os.environ.get('PATH', '')}",
            "ANSIBLE_COLLECTIONS_PATH": COLLECTIONS, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_LOCALHOST_WARNING": "false",
            "ANSIBLE_INVENTORY_UNPARSED_WARNING": "false"}
-    smi = [sys.executable, os.path.join(SIMULATOR, "bin", "nvidia-smi")]
+    smi = [sys.executable, os.path.join(SIMULATOR, "libexec", "nvidia-smi.py")]
     subprocess.run([sys.executable, "-m", "gpusim", "init", "--force", "--model", MODEL, "--gpus", str(GPUS),
                     "--mig-enabled"], env=env, check=True, capture_output=True)
     subprocess.run(smi + ["mig", "-cgi", ",".join([PROFILE] * MIG_PER_GPU), "-C"], env=env,   # on every GPU

@@ -5,16 +5,20 @@ interpreter is a small wrapper that points gpusim at that host's own state
 file (GPUSIM_STATE) and puts gpusim's pynvml and nvidia-smi first on the paths.
 The playbooks and roles are the ones you run on real hosts: nothing in them
 knows the GPUs are simulated.  To run on real hosts, use your own inventory:
-    ansible-playbook -i inventory.yml playbooks/site.yml
+    ansible-playbook -i inventory.yml gpuops.sharing.site
+(examples/inventory has every group site.yml uses).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import yaml
 
@@ -23,18 +27,46 @@ RUN = os.path.join(ROOT, "demo", ".run")
 SIMULATOR = os.path.join(ROOT, "simulator")
 
 
-DAEMONS = {"nvidia-cuda-mps-control.pid": b"nvidia-cuda-mps-control", "nvidia-gridd.pid": b"nvidia-gridd"}
+GRIDD_PID_FILE = "nvidia-gridd.pid"   # gpusim's nvidia-gridd writes it in GPUSIM_GRIDD_RUNDIR
 
 
-def stop_mps_daemons() -> int:
-    """End the MPS control daemons the demo's hosts started (their pid files are under demo/.run)."""
+def stop_daemons() -> int:
+    """End the daemons the demo's hosts started: MPS control daemons and nvidia-gridd (their pid
+    files are under demo/.run); returns how many were stopped."""
     sys.path.insert(0, SIMULATOR)
     from gpusim import mps
-    return mps.stop_daemons(RUN)
+    return mps.stop_daemons(RUN) + stop_gridd(RUN)
+
+
+def _is_gridd(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/comm") as fh:   # gpusim's nvidia-gridd names itself, as the real one is named
+            return fh.read().strip() == "nvidia-gridd"
+    except OSError:
+        return False
+
+
+def stop_gridd(root: str, timeout: float = 5.0) -> int:
+    """SIGTERM to each nvidia-gridd whose pid file is under root (it returns its licence and exits)."""
+    pids = []
+    for dirpath, _dirs, files in os.walk(root):
+        if GRIDD_PID_FILE in files:
+            with contextlib.suppress(OSError, ValueError), open(os.path.join(dirpath, GRIDD_PID_FILE)) as fh:
+                pids.append(int(fh.read().strip()))
+    stopped = []
+    for pid in pids:
+        if _is_gridd(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+                stopped.append(pid)
+    deadline = time.monotonic() + timeout
+    while any(_is_gridd(pid) for pid in stopped) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return len(stopped)
 
 
 def build_fleet(spec: dict) -> str:
-    stop_mps_daemons()  # left over from an earlier demo that was interrupted
+    stop_daemons()  # left over from an earlier demo that was interrupted
     shutil.rmtree(RUN, ignore_errors=True)
     groups: dict[str, dict] = {}
     for name, host in spec["hosts"].items():
@@ -67,7 +99,7 @@ def build_fleet(spec: dict) -> str:
                 "mig_boot_service_enabled": False,
                 "mig_python": wrapper,
                 # MPS without systemd: the module starts the control daemons in the background
-                # (gpusim's nvidia-cuda-mps-control -d); stop_mps_daemons() ends them
+                # (gpusim's nvidia-cuda-mps-control -d); stop_daemons() ends them
                 "mps_service_enabled": False,
                 "mps_config_dir": os.path.join(hostdir, "etc", "mps"),
                 "mps_pipe_directory": os.path.join(hostdir, "mps", "{name}", "pipe"),
@@ -97,7 +129,7 @@ def main() -> int:
     try:
         return run_twice(inventory, env)
     finally:
-        stopped = stop_mps_daemons()
+        stopped = stop_daemons()
         if stopped:
             print(f"== stopped the {stopped} daemons (MPS control, nvidia-gridd) the demo started")
 

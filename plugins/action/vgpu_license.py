@@ -19,6 +19,7 @@ from ansible.plugins.action import ActionBase
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
     _requires_connection = True
+    _supports_async = True   # the licence wait (wait_timeout) may run in the background: async/poll
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
@@ -46,6 +47,7 @@ class ActionModule(ActionBase):
                 result.update(failed=True, msg=f"token_src={src} is not a text file; a client configuration "
                                                f"token (.tok) is text")
                 return result
+        wrap_async = bool(self._task.async_val) and not self._connection.has_native_async
         result.update(self._execute_module(module_name="gpuops.sharing.vgpu_license", module_args=args,
-                                           task_vars=task_vars))
+                                           task_vars=task_vars, wrap_async=wrap_async))
         return result

@@ -55,8 +55,9 @@ EXAMPLES = r"""
 - name: Show each GPU's MIG layout
   ansible.builtin.debug:
     msg: >-
-      GPU {{ item.index }} {{ item.name }}: MIG {{ 'on' if item.mig_enabled else 'off' }},
-      {{ item.gpu_instances | map(attribute='profile') | join(', ') }}
+      GPU {{ item.index }} {{ item.name }}: MIG
+      {{ ('on, ' ~ (item.gpu_instances | map(attribute='profile') | join(', ') or 'no instances'))
+         if item.mig_enabled else 'off' }}
   loop: "{{ gpu.gpus }}"
   loop_control:
     label: "{{ item.uuid }}"

@@ -34,6 +34,10 @@ description:
 extends_documentation_fragment:
   - gpuops.sharing._attributes
   - gpuops.sharing._attributes.NVML
+requirements:
+  - PyYAML (C(import yaml)) for the Python interpreter Ansible uses on the managed host, to read O(config_file).
+    The P(gpuops.sharing.mig#role) role always writes its layout to a file, so its hosts need PyYAML for the module
+    and for the boot unit (C(python3) with nvidia-ml-py and PyYAML).
 attributes:
   check_mode:
     support: full

@@ -8,7 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: mps
 short_description: Manage NVIDIA MPS control daemons and their limits, per GPU or per MIG device
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Manages one NVIDIA CUDA Multi-Process Service (MPS) control daemon per target, a whole GPU or one MIG device,
     each with its own pipe and log directory and C(CUDA_VISIBLE_DEVICES) set to the target's UUID.

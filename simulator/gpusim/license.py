@@ -72,7 +72,10 @@ import time
 from . import state as st
 
 CONF_DEFAULT = "/etc/nvidia/gridd.conf"
-TOKEN_DIR_DEFAULT = "/etc/nvidia/ClientConfigToken"
+# Without ClientConfigTokenPath the real daemon reads /etc/nvidia/ClientConfigToken, the folder next to
+# /etc/nvidia/gridd.conf. gpusim takes the folder next to the gridd.conf it reads, so a test that points
+# GPUSIM_GRIDD_CONF at its own folder never reads the host's /etc/nvidia.
+TOKEN_DIR_NAME = "ClientConfigToken"
 LEASE_SECONDS = 24 * 3600
 LOG_KEEP = 200
 GPUSIM_WORDING = "gpusim wording"  # marks log texts for which no real nvidia-gridd line was found
@@ -215,7 +218,7 @@ def configure(state: dict, conf_path: str) -> Outcome:
     if not guest:
         out.lines.append("No vGPU software licensable GPU found; nothing to license (" + GPUSIM_WORDING + ")")
         return out
-    token_dir = conf.get("clientconfigtokenpath") or TOKEN_DIR_DEFAULT
+    token_dir = conf.get("clientconfigtokenpath") or os.path.join(os.path.dirname(conf_path), TOKEN_DIR_NAME)
     tokens = read_tokens(token_dir)
     if tokens:
         out.lines += ["Ignore service provider and node-locked licensing", "NLS initialized"]
@@ -349,7 +352,8 @@ syslog as "nvidia-gridd[PID]: ..." (journalctl -u nvidia-gridd).  It writes its 
 /var/run/nvidia-gridd/nvidia-gridd.pid, the file NVIDIA's driver container stops it by
 (NVIDIA/gpu-driver-container, ubuntu22.04/nvidia-driver, _unload_driver, commit 7796e735).
 gpusim-only options: --foreground (do not fork; log lines also to stderr), --once (decide, log and
-exit: no daemon).  Environment: GPUSIM_STATE, GPUSIM_GRIDD_CONF (default /etc/nvidia/gridd.conf),
+exit: no daemon).  Environment: GPUSIM_STATE, GPUSIM_GRIDD_CONF (default /etc/nvidia/gridd.conf; without
+ClientConfigTokenPath the tokens are read from the ClientConfigToken folder next to it),
 GPUSIM_GRIDD_RUNDIR (default /var/run/nvidia-gridd), GPUSIM_GRIDD_RETRY (seconds between attempts, 5).
 """
 

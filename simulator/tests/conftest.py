@@ -32,7 +32,7 @@ class Host:
         return state.load(self.path)
 
     def smi(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, os.path.join(SIM, "bin", "nvidia-smi"), *args],
+        return subprocess.run([sys.executable, os.path.join(SIM, "libexec", "nvidia-smi.py"), *args],
                               capture_output=True, text=True, env={**os.environ, "GPUSIM_STATE": self.path}, check=False)
 
 

@@ -14,7 +14,7 @@ import pytest
 from gpusim import cli, license
 
 SIM = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-GRIDD = os.path.join(SIM, "bin", "nvidia-gridd")
+GRIDD = os.path.join(SIM, "libexec", "nvidia-gridd.py")
 
 
 @pytest.fixture
@@ -109,6 +109,20 @@ def test_legacy_server_address_without_token(guest, nvml):
            "Server)\n" in out
     info = features(nvml)[1].gridLicensableFeatures[0]
     assert info.featureState == 1 and info.licenseExpiry.status == 2   # NVML still reports the lease's end
+
+
+def test_without_token_path_the_folder_next_to_gridd_conf_is_read(guest, nvml):
+    # the real daemon's default is /etc/nvidia/ClientConfigToken, next to /etc/nvidia/gridd.conf; gpusim's
+    # is the folder next to the gridd.conf it reads, so tests never see the host's /etc/nvidia
+    beside = os.path.join(os.path.dirname(guest.conf), "ClientConfigToken")
+    os.mkdir(beside)
+    with open(os.path.join(beside, "client_configuration_token.tok"), "w") as fh:
+        fh.write(license.make_token("dls.beside"))
+    with open(guest.conf, "w") as fh:
+        fh.write("FeatureType=1\n")
+    out = gridd(guest, "--once").stderr
+    assert "Acquiring license. (Info: dls.beside; NVIDIA Virtual Compute Server)" in out
+    assert features(nvml)[1].gridLicensableFeatures[0].featureState == 1
 
 
 def test_no_token_and_no_server_is_logged_as_the_real_daemon_does(guest, nvml):

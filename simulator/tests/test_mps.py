@@ -14,7 +14,7 @@ import pytest
 from gpusim import cli, mps, mps_client
 
 SIM = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONTROL = os.path.join(SIM, "bin", "nvidia-cuda-mps-control")
+CONTROL = os.path.join(SIM, "libexec", "nvidia-cuda-mps-control.py")
 
 
 class Mps:

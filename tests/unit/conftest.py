@@ -152,12 +152,12 @@ class MpsDaemons:
 
     def start(self, pipe: str, **extra: str) -> None:
         import subprocess
-        control = os.path.join(SIMULATOR, "bin", "nvidia-cuda-mps-control")
+        control = os.path.join(SIMULATOR, "libexec", "nvidia-cuda-mps-control.py")
         subprocess.run([sys.executable, control, "-d"], env=self.env(pipe, **extra), check=True, capture_output=True)
 
     def ctl(self, pipe: str, *commands: str) -> str:
         import subprocess
-        control = os.path.join(SIMULATOR, "bin", "nvidia-cuda-mps-control")
+        control = os.path.join(SIMULATOR, "libexec", "nvidia-cuda-mps-control.py")
         return subprocess.run([sys.executable, control], input="".join(c + "\n" for c in commands),
                               env=self.env(pipe), capture_output=True, text=True, check=False).stdout
 

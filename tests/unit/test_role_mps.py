@@ -18,7 +18,7 @@ from ansible_collections.gpuops.sharing.plugins.modules import mps
 from .conftest import ROOT, SIMULATOR, run_module
 
 ROLE = os.path.join(ROOT, "roles", "mps")
-SMI = [sys.executable, os.path.join(SIMULATOR, "bin", "nvidia-smi")]
+SMI = [sys.executable, os.path.join(SIMULATOR, "libexec", "nvidia-smi.py")]
 
 
 def role_vars(**extra) -> dict:

@@ -29,7 +29,7 @@ def test_instances_processes_and_problems(sim, tmp_path):
     import subprocess
     import sys
     sim.init("H100-SXM5-80GB", 1, "--mig-enabled")
-    smi = [sys.executable, "simulator/bin/nvidia-smi"]
+    smi = [sys.executable, "simulator/libexec/nvidia-smi.py"]
     assert subprocess.run(smi + ["mig", "-cgi", "9", "-C"], capture_output=True, check=False).returncode == 0
     assert subprocess.run(smi + ["mig", "-cgi", "19"], capture_output=True, check=False).returncode == 0
     sim.gpusim("process", "add", "--gpu", "0", "--pid", "321", "--gi", "2", "--ci", "0", "--memory", "512")

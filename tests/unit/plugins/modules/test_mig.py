@@ -27,7 +27,7 @@ def layout(state, index=0):
 
 
 def smi(sim, *args):
-    return subprocess.run([sys.executable, os.path.join(SIMULATOR, "bin", "nvidia-smi"), *args],
+    return subprocess.run([sys.executable, os.path.join(SIMULATOR, "libexec", "nvidia-smi.py"), *args],
                           capture_output=True, text=True, check=False, env={**os.environ, "GPUSIM_STATE": sim.path})
 
 

@@ -12,7 +12,7 @@ from ansible_collections.gpuops.sharing.plugins.modules import mps
 
 from ...conftest import SIMULATOR, run_module
 
-SMI = [sys.executable, os.path.join(SIMULATOR, "bin", "nvidia-smi")]
+SMI = [sys.executable, os.path.join(SIMULATOR, "libexec", "nvidia-smi.py")]
 
 
 def mig_host(sim, gpus: int = 1, spec: str = "19,19"):
