@@ -8,7 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: capacity_plan
 short_description: Plan GPU sharing (MIG, MPS, time-slicing) from workload needs
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Turns a fleet (O(gpus)) and workload requirements (O(workloads)) into a sharing plan per GPU
     (MIG mode and instances, MPS clients and their limits, time-slicing), ready as the variables of the

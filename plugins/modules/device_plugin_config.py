@@ -8,7 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: device_plugin_config
 short_description: Validate and write NVIDIA k8s-device-plugin sharing configs (time-slicing, MPS, MIG strategy)
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Validates a config for NVIDIA's Kubernetes device plugin (C(api/config/v1), the file behind the plugin's
     ConfigMap and C(--config-file)) with the plugin's own rules and error texts, read from its source at
