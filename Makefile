@@ -61,7 +61,7 @@ venv: $(VENV)/.installed collection-link
 venv-floor: $(VENV_FLOOR)/.installed collection-link
 
 # Debian packages the tests use, installed by this file when run as root (apt lines, nothing by hand)
-SYSTEM_PACKAGES ?= shellcheck
+SYSTEM_PACKAGES ?= shellcheck fuse3 mdevctl
 system-deps:
 	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
@@ -89,7 +89,7 @@ test: test-quick fleet-test
 test-quick: simulator-tests units units-floor sanity sanity-floor integration lint docs-lint build
 	@echo "== make test-quick: all parts passed (fleet not run)"
 
-simulator-tests: venv
+simulator-tests: venv system-deps
 	@echo "== simulator tests"
 	cd $(ROOT) && PYTHONPATH=simulator $(VENV)/bin/python -m pytest -q -p no:cacheprovider simulator/tests
 
