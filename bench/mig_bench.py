@@ -30,8 +30,10 @@ for _p in (SIMULATOR, COLLECTIONS):
 
 import pynvml  # noqa: E402
 
-from ansible_collections.gpuops.sharing.plugins.module_utils import _mig, _mig_apply, _mig_config  # noqa: E402
+from ansible_collections.gpuops.sharing.plugins.module_utils import _mig, _mig_config, _mig_host  # noqa: E402
 from ansible_collections.gpuops.sharing.plugins.module_utils._nvml import Nvml  # noqa: E402
+from ansible_collections.gpuops.sharing.plugins.module_utils._runner import RunError  # noqa: E402
+from ansible_collections.gpuops.sharing.plugins.module_utils._runner import run as run_plan  # noqa: E402
 from gpusim import catalogue, device, layouts  # noqa: E402
 from gpusim import state as gstate  # noqa: E402
 
@@ -87,9 +89,9 @@ def realised_table(path: str) -> list[list[str]]:
                 devices[profiles[pid]["name"]] = devices.get(profiles[pid]["name"], 0) + 1
             with Nvml() as nv:
                 try:
-                    _mig_apply.HostMig(nv, None).apply(_entries(devices))
+                    run_plan(_mig_host.HostMig(nv, None, _entries(devices)), check_mode=False)
                     ok += 1
-                except (_mig.MigError, _mig_apply.MigApplyError):
+                except (_mig.MigError, RunError):
                     pass
         n = len(all_layouts)
         rows.append([model, str(n), f"{100 * ok / n:.1f}%", f"{100 * small / n:.1f}%", f"{100 * large / n:.1f}%"])
@@ -110,7 +112,7 @@ def transitions_table(path: str, count: int = 560, seed: int = 20261125) -> list
             layouts.create(data, 0, current)
         _reload_nvml()
         with Nvml() as nv:
-            result = _mig_apply.HostMig(nv, None).apply(_entries(target))
+            result = run_plan(_mig_host.HostMig(nv, None, _entries(target)), check_mode=False)
             profiles = nv.gi_profiles(nv.gpu(0), with_capacity=False)
         specs = _mig.layout_from_mig_devices(profiles, target)
         minimum = layouts.min_destroyed(model, current, [{"profile_id": s["profile_id"], "cis": s["cis"]}

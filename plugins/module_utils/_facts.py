@@ -17,9 +17,13 @@ def _placement(start: int, size: int) -> dict:
     return {"start": start, "size": size}
 
 
-def gather_gpu(nv, gpu, include_profiles: bool = True) -> dict:
+def gather_gpu(nv, gpu, include_profiles: bool = True, failed: list | None = None) -> dict:
+    """One GPU's facts.  A part that cannot be read (its GPU instances, its processes) is appended to
+    ``failed`` as a ``read_failed`` problem and left out of the facts, never reported as empty."""
+    failed = [] if failed is None else failed
     facts = nv.summary(gpu)
-    facts.update({"mig_slices": None, "gpu_instances": [], "gpu_instance_profiles": [], "processes": []})
+    facts.update({"mig_slices": None, "gpu_instances": [], "gpu_instance_profiles": [], "processes": [],
+                  "unread": []})
     uuid_by_ids = {}
     if facts["mig_capable"]:
         profiles = nv.gi_profiles(gpu, with_capacity=facts["mig_enabled"])
@@ -31,8 +35,13 @@ def gather_gpu(nv, gpu, include_profiles: bool = True) -> dict:
                  "instance_count": p["instance_count"], "remaining": p.get("remaining"),
                  "placements": [_placement(*pl) for pl in p["placements"]]}
                 for p in profiles]
+        instances = []
         if facts["mig_enabled"]:
-            for gi in nv.gpu_instances(gpu, profiles):
+            try:
+                instances = nv.gpu_instances(gpu, profiles, strict=True)
+            except NvmlError as exc:
+                _unread(facts, failed, "gpu_instances", exc)
+            for gi in instances:
                 cis = []
                 for ci in gi["compute_instances"]:
                     uuid_by_ids[(gi["id"], ci["id"])] = ci["mig_uuid"]
@@ -42,18 +51,36 @@ def gather_gpu(nv, gpu, include_profiles: bool = True) -> dict:
                 facts["gpu_instances"].append({
                     "id": gi["id"], "profile": gi["profile"], "profile_id": gi["profile_id"], "slices": slices,
                     "placement": _placement(gi["start"], gi["size"]), "compute_instances": cis})
-    for proc in nv.processes(gpu):
+    try:
+        procs = nv.processes(gpu, strict=True)
+    except NvmlError as exc:
+        procs = []
+        _unread(facts, failed, "processes", exc)
+    for proc in procs:
         proc["mig_uuid"] = uuid_by_ids.get((proc["gpu_instance_id"], proc["compute_instance_id"]))
         facts["processes"].append(proc)
     return facts
 
 
+def _unread(facts: dict, failed: list, part: str, exc: NvmlError) -> None:
+    facts["unread"].append(part)
+    failed.append(problem("read_failed", "error", f"GPU {facts['index']}: its {part.replace('_', ' ')} cannot be "
+                          f"read: {exc.message}", "the rest of the GPU was read; facts about its "
+                          f"{part.replace('_', ' ')} are missing, not empty: see the message", facts["index"]))
+
+
 def gather(nv, include_profiles: bool = True) -> tuple[list[dict], list[dict]]:
     """Facts for every GPU; a GPU that cannot be read becomes a problem, not a failure."""
     gpus, problems = [], []
-    for index in range(nv.device_count()):
+    count = nv.device_count()
+    if count == 0:
+        problems.append(problem("no_gpus", "warning", "the NVIDIA driver is loaded but reports no GPU on this host",
+                                "check that the GPUs are seen by the kernel (lspci -d 10de:) and bound to the "
+                                "nvidia driver, not vfio-pci (pass-through to VMs) or hidden by the BIOS; dmesg "
+                                "shows NVRM errors for GPUs the driver could not initialise"))
+    for index in range(count):
         try:
-            gpus.append(gather_gpu(nv, nv.gpu(index), include_profiles))
+            gpus.append(gather_gpu(nv, nv.gpu(index), include_profiles, problems))
         except NvmlError as exc:
             code = "gpu_lost" if exc.code == "GPU_IS_LOST" else "gpu_unreadable"
             problems.append(problem(code, "error", exc.message,
@@ -86,7 +113,7 @@ def find_problems(gpus: list[dict]) -> list[dict]:
                 f"GPU {idx}: MIG mode change is pending ({want}) and not yet in effect",
                 f"stop the processes and services using GPU {idx} and reset it (nvidia-smi -r -i {idx}), "
                 "or reboot the host (in a VM, reboot the VM)", idx))
-        if gpu["mig_enabled"] and not gpu["gpu_instances"]:
+        if gpu["mig_enabled"] and not gpu["gpu_instances"] and "gpu_instances" not in gpu.get("unread", []):
             found.append(problem(
                 "mig_without_instances", "warning",
                 f"GPU {idx} is in MIG mode but has no GPU instances: CUDA sees no usable device on it",

@@ -19,7 +19,6 @@ Terms:
 from __future__ import annotations
 
 import difflib
-import itertools
 import re
 from collections import Counter
 
@@ -383,20 +382,43 @@ def check_feasible(profiles: list[dict], specs: list[dict], model: str) -> None:
                        f"arrangement of placements fits on {model} ({where})" + _suggest(profiles, specs))
 
 
-def _suggest(profiles: list[dict], specs: list[dict]) -> str:
-    """Nearby valid layouts: the target with the fewest GPU instances removed."""
+def _suggest(profiles: list[dict], specs: list[dict], budget: int = 400) -> str:
+    """Nearby valid layouts: the target with the fewest GPU instances removed.
+
+    Works on distinct GPU instances and their counts (removing one of two identical instances is
+    one candidate, not two), fewest removals first, and tries at most ``budget`` candidates, so a
+    request of dozens of instances is answered at once.
+    """
+    classes = Counter((s["profile_id"], tuple(s["cis"])) for s in specs)
+    kinds = sorted(classes)
     found: list[str] = []
+    tried = 0
     for drop in range(1, len(specs)):
-        for removed in itertools.combinations(range(len(specs)), drop):
-            rest = [s for i, s in enumerate(specs) if i not in removed]
+        for removal in _removals([classes[k] for k in kinds], drop):
+            tried += 1
+            if tried > budget:
+                break
+            rest = [{"profile_id": k[0], "cis": list(k[1])} for k, n in zip(kinds, removal)
+                    for _copy in range(classes[k] - n)]
             text = describe_specs(profiles, rest)
             if text not in found and _fits(profiles, rest):
                 found.append(text)
             if len(found) >= 3:
                 break
-        if found:
+        if found or tried > budget:
             break
     return ("; valid layouts close to it: " + " | ".join(found)) if found else ""
+
+
+def _removals(counts: list[int], total: int):
+    """Ways to remove ``total`` instances from classes holding ``counts`` (a count per class)."""
+    if not counts:
+        if total == 0:
+            yield []
+        return
+    for take in range(min(counts[0], total), -1, -1):
+        for rest in _removals(counts[1:], total - take):
+            yield [take] + rest
 
 
 # --------------------------------------------------------------------------- planning

@@ -23,7 +23,9 @@ wrong and what would be valid.  No I/O except reading the file in ``load_file``.
 from __future__ import annotations
 
 import difflib
+import os
 import re
+import stat
 import traceback
 
 from ansible_collections.gpuops.sharing.plugins.module_utils import _mig
@@ -41,6 +43,12 @@ HAS_YAML = yaml is not None
 ENTRY_KEYS = ("devices", "device-filter", "mig-enabled", "mig-devices")
 TOP_KEYS = ("version", "mig-configs")
 VERSION = "v1"
+# The most MIG devices any GPU holds (nvmlDeviceGetMaxMigDeviceCount: 7 on A100/H100/H200/B200, 4 on
+# A30); counts above this are refused before any layout search, so work stays bounded on any input.
+MAX_MIG_DEVICES = 8
+# config_file is read only when it is a regular file of at most this size (NVIDIA's whole default
+# config-default.yaml is about 20 KiB): /dev/zero or a FIFO must fail at once, not exhaust memory or hang.
+MAX_FILE_BYTES = 4 * 1024 * 1024
 
 
 class ConfigError(Exception):
@@ -241,13 +249,46 @@ def load_file(path: str, name: str | None) -> list[dict]:
     if yaml is None:
         raise ConfigError(f"reading {path} needs PyYAML (python3-yaml), which is not installed")
     try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    except OSError as exc:
-        raise ConfigError(f"cannot read config_file {path}: {exc.strerror}") from None
+        text = read_bounded(path, "config_file")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"config_file {path} is not UTF-8 text (byte {exc.start}): is it a YAML file?") from None
     return select_config(load_text(text, path), name, path)
+
+
+def read_bounded(path: str, what: str, limit: int = MAX_FILE_BYTES) -> str:
+    """The text of a regular file of at most ``limit`` bytes; anything else is a ConfigError.
+
+    Opened with O_NONBLOCK so that a FIFO cannot block the open, then checked with fstat on the
+    open descriptor (no race between the check and the read).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            kind = "a directory" if stat.S_ISDIR(info.st_mode) else "a FIFO" if stat.S_ISFIFO(info.st_mode) \
+                else "a device or socket"
+            raise ConfigError(f"{what} {path} is {kind}, not a regular file")
+        if info.st_size > limit:
+            raise ConfigError(f"{what} {path} is {info.st_size} bytes; a MIG configuration file is at most "
+                              f"{limit // (1024 * 1024)} MiB")
+        chunks, size = [], 0
+        while size <= limit:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        data = b"".join(chunks)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise ConfigError(f"{what} {path} is larger than {limit // (1024 * 1024)} MiB")
+    return data.decode("utf-8")
 
 
 # --------------------------------------------------------------------------- the spec
@@ -403,6 +444,14 @@ def _mig_devices(value, enabled: bool, where: str) -> dict:
                 hint = f" (write {int(count)})"
             raise ConfigError(f"{where}: mig-devices count for '{text}' must be a whole number >= 0, "
                               f"not {count!r}{hint}")
+        if count > MAX_MIG_DEVICES:
+            raise ConfigError(f"{where}: mig-devices count for '{text}' is {count}; no GPU holds more than "
+                              f"{MAX_MIG_DEVICES} MIG devices (the count is per GPU, not per host)")
+    if value and not any(value.values()):
+        # mig-parted refuses it (pkg/types/mig_config.go, MigConfig.AssertValidFormat, at bd7160f4):
+        # "all counts for all MigProfiles are 0"; an empty layout is written mig-devices: {}
+        raise ConfigError(f"{where}: mig-devices: all counts for all MigProfiles are 0 (mig-parted refuses this "
+                          "too); write mig-devices: {} for MIG mode with no MIG devices, or give a count")
     return {str(k): v for k, v in value.items()}
 
 

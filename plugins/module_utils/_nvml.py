@@ -291,10 +291,11 @@ class Nvml:
         return {(gi_id, ci_id): _text(self._call(pynvml.nvmlDeviceGetUUID, mig, gpu=gpu))
                 for _i, mig, gi_id, ci_id in self._mig_handles(gpu)}
 
-    def gpu_instances(self, gpu: Gpu, profiles: list[dict] | None = None) -> list[dict]:
+    def gpu_instances(self, gpu: Gpu, profiles: list[dict] | None = None, strict: bool = False) -> list[dict]:
         """The GPU instances with their compute instances, sorted by GI id.
 
-        Each GI dict carries its NVML ``handle`` under ``_handle`` (internal use).
+        Each GI dict carries its NVML ``handle`` under ``_handle`` (internal use).  ``strict``: a profile
+        whose instances the driver will not list raises instead of counting as "no instance of it".
         """
         if profiles is None:
             profiles = self.gi_profiles(gpu, with_capacity=False)
@@ -305,8 +306,10 @@ class Nvml:
             size = max(prof["instance_count"], 1)
             array = (pynvml.c_nvmlGpuInstance_t * size)()
             count = ctypes.c_uint(size)
-            got = self._maybe(pynvml.nvmlDeviceGetGpuInstances, gpu.handle, prof["id"], array,
-                              ctypes.byref(count), gpu=gpu, default=False, action="list GPU instances")
+            reader = self._call if strict else self._maybe
+            extra = {} if strict else {"default": False}
+            got = reader(pynvml.nvmlDeviceGetGpuInstances, gpu.handle, prof["id"], array,
+                         ctypes.byref(count), gpu=gpu, action=f"list the {prof['name']} GPU instances", **extra)
             if got is False:
                 continue
             for i in range(count.value):
@@ -335,9 +338,15 @@ class Nvml:
                             "mig_uuid": uuids.get((gi["id"], int(info.id))), "_handle": array[i]})
         return sorted(out, key=lambda c: c["id"])
 
-    def processes(self, gpu: Gpu) -> list[dict]:
-        procs = self._maybe(pynvml.nvmlDeviceGetComputeRunningProcesses, gpu.handle, gpu=gpu, default=[],
-                            action="list processes")
+    def processes(self, gpu: Gpu, strict: bool = False) -> list[dict]:
+        """Compute processes on the GPU.  ``strict``: a driver that cannot list them raises (a busy check
+        must not take an unanswered question for "no process"); otherwise that gives an empty list."""
+        if strict:
+            procs = self._call(pynvml.nvmlDeviceGetComputeRunningProcesses, gpu.handle, gpu=gpu,
+                               action="list the processes using the GPU")
+        else:
+            procs = self._maybe(pynvml.nvmlDeviceGetComputeRunningProcesses, gpu.handle, gpu=gpu, default=[],
+                                action="list processes")
         out = []
         for proc in procs:
             gi_id = getattr(proc, "gpuInstanceId", NO_ID)

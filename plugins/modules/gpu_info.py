@@ -179,6 +179,12 @@ gpus:
         C(compute_instance_id) and C(mig_uuid) (V(null) outside MIG).
       type: list
       elements: dict
+    unread:
+      description:
+        - Parts of the GPU's facts the driver could not be read for (V(gpu_instances), V(processes)); each has
+          a C(read_failed) problem. An unread part is missing, not empty.
+      type: list
+      elements: str
 problems:
   description: Misconfigurations found, each with C(gpu) (index or V(null) for the host), C(code),
     C(severity) (V(error), V(warning) or V(info)), C(message) and C(hint).

@@ -12,10 +12,15 @@ version_added: 0.1.0
 description:
   - Enables or disables MIG mode and creates GPU instances and compute instances so that each selected GPU holds
     exactly the layout you declare, in NVIDIA mig-parted's configuration format.
-  - Profile names, ids, slice counts and placements are read from the driver on the host, never from a table in
-    the module, so any layout that is valid on the GPU model is realised. A layout is turned into explicit
-    placements for the whole GPU before anything changes, so layouts whose creation order matters (the MIG User
-    Guide's C(-cgi 19,19,14,9) on an A100) work, and each instance is created with one call.
+  - Profile names, ids, slice counts and placements are read from the driver on the host, so any layout that is
+    valid on the GPU model is realised. Where the driver lists no profiles while MIG is off, NVIDIA's published
+    tables for the model stand in, and the driver's own list is read and compared right after the mode change,
+    before anything is created.
+  - Every GPU of the host is planned into operations (mode changes, resets, instances to destroy, instances to
+    create at explicit placements, down to each compute instance), and every refusal is decided for all GPUs
+    before the first write; check mode stops there, so its verdict is the real run's. Layouts whose creation
+    order matters (the MIG User Guide's C(-cgi 19,19,14,9) on an A100) work, and each instance is created with
+    one call. A failure after a write reports RV(done) and C(changed=true).
   - Existing GPU and compute instances that fit the new layout are kept, with their MIG device UUIDs; only what must
     go is destroyed, and new instances are placed around the kept ones. When kept instances leave the free slices
     too fragmented, the fewest instances are moved.
@@ -263,28 +268,54 @@ gpus:
       type: list
       elements: str
       sample: ["3g.40gb at 0:4: [3g.40gb MIG-5c1b...]", "3g.40gb at 4:4: [1c.3g.40gb MIG-0d2e..., 2c.3g.40gb MIG-77aa...]"]
+    profile_source:
+      description:
+        - Where the profiles the GPU was planned with came from. V(driver) (the driver's own list),
+          V(catalogue) (NVIDIA's published tables for the model, where the driver lists no profiles while MIG
+          is off; the driver's list is read again right after the mode change and must agree before
+          anything is created), or V(null) (unknown model and no list yet; the layout is planned by the next run).
+      type: str
+    problem:
+      description: Why this GPU could not be read (a lost GPU), V(null) otherwise.
+      type: str
     instances:
       description: GPU instances after the run with C(gpu_instance_id), C(profile), C(profile_id), C(placement)
         and C(compute_instances) (each with C(compute_instance_id), C(profile), C(placement) and C(mig_uuid)),
         as MPS and Kubernetes configuration consume them. Empty in check mode for GPUs that would change.
       type: list
       elements: dict
-done:
-  description: Operations completed before a failure; the next run continues from there.
-  returned: failure
+operations:
+  description:
+    - The whole plan for the host, in order, one sentence per operation (what check mode would do).
+    - Every refusal is decided before the first of them runs, for every GPU at once.
+  returned: always
   type: list
   elements: str
+done:
+  description:
+    - The operations carried out, in order, with what the driver answered (new instance ids,
+      activation status). Empty in check mode.
+    - On a failure, what had been done before it (the task then reports C(changed=true) when this is
+      not empty); the next run continues from there.
+  returned: always
+  type: list
+  elements: str
+  sample: ["GPU 0: enable MIG mode (activation: SUCCESS)", "GPU 0: create GPU instance 3g.40gb at 0:4 (GPU instance 2)"]
 """
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.gpuops.sharing.plugins.module_utils import _mig, _mig_apply, _mig_config
+from ansible_collections.gpuops.sharing.plugins.module_utils import _host, _mig, _mig_config, _mig_host
 from ansible_collections.gpuops.sharing.plugins.module_utils._nvml import (
     HAS_PYNVML,
     PYNVML_IMPORT_ERROR,
     Nvml,
     NvmlError,
 )
+from ansible_collections.gpuops.sharing.plugins.module_utils._runner import run_module
+
+EMPTY = {"changed": False, "reboot_required": False, "kept": 0, "destroyed": 0, "created": 0, "gpus": [],
+         "operations": [], "done": []}
 
 
 def load_entries(module: AnsibleModule) -> list[dict]:
@@ -292,23 +323,8 @@ def load_entries(module: AnsibleModule) -> list[dict]:
     if params["config"] is not None:
         return _mig_config.normalize_entries(params["config"], "config")
     if not _mig_config.HAS_YAML:
-        module.fail_json(msg=missing_required_lib("PyYAML"), exception=_mig_config.YAML_IMPORT_ERROR)
+        module.fail_json(msg=missing_required_lib("PyYAML"), exception=_mig_config.YAML_IMPORT_ERROR, **EMPTY)
     return _mig_config.load_file(params["config_file"], params["config_name"])
-
-
-def diff_text(gpus: list[dict], key: str) -> str:
-    lines = []
-    for gpu in gpus:
-        if gpu["changed"]:
-            lines.append(f"GPU {gpu['index']} {gpu['name']} ({gpu['uuid']}):")
-            lines.extend("  " + line for line in (gpu[key] or ["(no GPU instances)"]))
-    return "\n".join(lines) + ("\n" if lines else "")
-
-
-def warn_notes(module: AnsibleModule, host) -> None:
-    """The profile names the layout took for the driver's (HostMig.notes), as task warnings."""
-    for note in host.notes:
-        module.warn(note)
 
 
 def main() -> None:
@@ -326,34 +342,19 @@ def main() -> None:
         required_by={"config_name": "config_file"},
         supports_check_mode=True,
     )
-    empty = {"changed": False, "reboot_required": False, "kept": 0, "destroyed": 0, "created": 0, "gpus": []}
     if not HAS_PYNVML:
-        module.fail_json(msg=missing_required_lib("nvidia-ml-py"), exception=PYNVML_IMPORT_ERROR, **empty)
-
-    def run(argv):
-        return module.run_command(argv, environ_update={"LC_ALL": "C", "LANG": "C"})
-
+        module.fail_json(msg=missing_required_lib("nvidia-ml-py"), exception=PYNVML_IMPORT_ERROR, **EMPTY)
     try:
         entries = load_entries(module)
         with Nvml() as nv:
-            host = _mig_apply.HostMig(nv, run, check_mode=module.check_mode, reset=module.params["reset"],
-                                      force=module.params["force"], nvidia_smi=module.get_bin_path("nvidia-smi"),
-                                      process_timeout=module.params["force_timeout"])
-            try:
-                result = host.apply(entries)
-            except _mig_apply.MigApplyError as exc:
-                partial = dict(empty)
-                partial["changed"] = bool(exc.done)
-                warn_notes(module, host)
-                module.fail_json(msg=exc.message, done=exc.done, **partial)
-            warn_notes(module, host)
+            host = _mig_host.HostMig(nv, _host.module_runner(module), entries, reset=module.params["reset"],
+                                     force=module.params["force"], nvidia_smi=module.get_bin_path("nvidia-smi"),
+                                     process_timeout=module.params["force_timeout"])
+            run_module(module, host, EMPTY)
     except (_mig_config.ConfigError, _mig.MigError) as exc:
-        module.fail_json(msg=str(exc), **empty)
+        module.fail_json(msg=str(exc), **EMPTY)
     except NvmlError as exc:
-        module.fail_json(msg=exc.message, **empty)
-    if module._diff:
-        result["diff"] = {"before": diff_text(result["gpus"], "before"), "after": diff_text(result["gpus"], "after")}
-    module.exit_json(**result)
+        module.fail_json(msg=exc.message, **EMPTY)
 
 
 if __name__ == "__main__":

@@ -83,11 +83,11 @@ mig-configs:
     - device-filter: ["0x20b210de", "0x20B510DE:0x134F10DE"]
       devices: []                   # selects nothing, as with mig-parted
       mig-enabled: true
-      mig-devices: {"1g.10gb": 0}   # zero counts are no devices
+      mig-devices: {"1g.10gb": 1, "2g.20gb": 0}   # a zero count beside others means none of that one
 """, "forms.yaml")
     assert spec["generated"][0]["mig_devices"] == {}
     first, second = spec["filters"]
-    assert first["device_filter"] == [0x20B010DE] and second["mig_devices"] == {} and second["devices"] == []
+    assert first["device_filter"] == [0x20B010DE] and second["mig_devices"] == {"1g.10gb": 1} and second["devices"] == []
     a100 = {"index": 0, "uuid": "GPU-a", "name": "NVIDIA A100-SXM4-40GB", "pci_device_id": "0x20B010DE",
             "pci_subsystem_id": "0x134F10DE", "mig_capable": True}
     assert _mig_config.select(spec["filters"], [a100]) == {0: (0, first)}

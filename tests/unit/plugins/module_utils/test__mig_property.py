@@ -16,8 +16,9 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from ansible_collections.gpuops.sharing.plugins.module_utils import _mig, _mig_apply
+from ansible_collections.gpuops.sharing.plugins.module_utils import _mig, _mig_host
 from ansible_collections.gpuops.sharing.plugins.module_utils._nvml import Nvml
+from ansible_collections.gpuops.sharing.plugins.module_utils._runner import run
 from gpusim import catalogue, layouts
 from gpusim import state as gstate
 
@@ -54,18 +55,19 @@ def test_any_state_to_any_valid_layout(sim, model, seed):
     pynvml.nvmlLib = None
     pynvml._nvmlGetFunctionPointer_cache.clear()
     with Nvml() as nv:
-        checked = _mig_apply.HostMig(nv, no_commands, check_mode=True).apply(entries)
+        checked = run(_mig_host.HostMig(nv, no_commands, entries), check_mode=True)
         assert sim.state()["counters"]["nvml_writes"] == 0, "check mode wrote to the driver"
-        host = _mig_apply.HostMig(nv, no_commands)
-        result = host.apply(entries)
+        host = _mig_host.HostMig(nv, no_commands, entries)
+        result = run(host, check_mode=False)
+        assert result["operations"] == checked["operations"], "check mode planned what the real run did"
         gpu = result["gpus"][0]
         assert (gpu["kept"], gpu["destroyed"], gpu["created"]) == \
             (checked["gpus"][0]["kept"], checked["gpus"][0]["destroyed"], checked["gpus"][0]["created"])
         writes = sim.state()["counters"]["nvml_writes"]
         assert writes == gpu["destroyed"] + gpu["created"], "one driver call per instance destroyed or created"
-        again = _mig_apply.HostMig(nv, no_commands).plan(entries)[0]
-        assert again["layout_plan"] is None, "re-planning must yield nothing"
-        facts = host.observe(nv.gpu(0))
+        again = run(_mig_host.HostMig(nv, no_commands, entries), check_mode=False)
+        assert not again["changed"] and again["operations"] == [], "re-planning must yield nothing"
+        facts = host.read_gpu(nv.gpu(0))
         specs = _mig.layout_from_mig_devices(facts["profiles"], target)
         assert _mig.matches(facts["current"], specs)
     oracle_target = [{"profile_id": s["profile_id"], "cis": s["cis"]} for s in specs]

@@ -10,7 +10,7 @@ import time
 import pytest
 import yaml
 
-from ansible_collections.gpuops.sharing.plugins.module_utils import _mig_apply
+from ansible_collections.gpuops.sharing.plugins.module_utils import _mig_host
 from ansible_collections.gpuops.sharing.plugins.modules import mig
 from gpusim import catalogue
 
@@ -186,7 +186,9 @@ def test_failure_part_way_reports_and_next_run_converges(sim):
     sim.gpusim("fault", "add", "--call", "nvmlDeviceCreateGpuInstanceWithPlacement", "--nth", "3",
                "--error", "UNKNOWN")
     result, failed = run_module(mig.main, {"config": BALANCED})
-    assert failed and len(result["done"]) == 2 and "The next run continues" in result["msg"]
+    # two GPU instances, each with its compute instance, were created before the third GI failed
+    assert failed and result["changed"] and len(result["done"]) == 4 and "The next run continues" in result["msg"]
+    assert [d.split(":")[1].split()[1] for d in result["done"]] == ["GPU", "compute", "GPU", "compute"]
     result, failed = run_module(mig.main, {"config": BALANCED})
     assert not failed and result["kept"] == 4 and result["created"] == 4
 
@@ -246,7 +248,7 @@ def test_reset_blockers_are_named(tmp_path):
         (tmp_path / str(pid)).mkdir()
         (tmp_path / str(pid) / "comm").write_text(comm + "\n")
     (tmp_path / "modules").write_text("nvidia_drm 122880 4 - Live 0x0\nnvidia 1234 10 nvidia_drm, Live 0x0\n")
-    found = "\n".join(_mig_apply.reset_blockers(str(tmp_path)))
+    found = "\n".join(_mig_host.reset_blockers(str(tmp_path)))
     assert "nvidia-persistenced (pid 101)" in found and "systemctl stop nvidia-persistenced" in found
     assert "DCGM (nv-hostengine) (pid 202)" in found and "Fabric Manager" in found
     assert "nvidia_drm module is loaded and in use" in found and "bash" not in found

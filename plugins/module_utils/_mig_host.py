@@ -1,0 +1,340 @@
+# Copyright (c) gpuops.sharing contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""MIG on one host: observe and apply through NVML. Private to this collection: not a public API.
+
+The host half of the ``mig`` module and of the boot-time re-apply (``gpuops-mig.service`` runs
+the role's ``gpuops-mig-apply``, which calls :func:`apply_config_file` with python3 on the host),
+so the layout restored after a reboot comes from the same code as the layout Ansible applied.
+Nothing here decides: the plan comes from ``_mig_plan`` and the runner (``_runner``) runs it.
+No ansible imports here.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from ansible_collections.gpuops.sharing.plugins.module_utils import _host, _mig, _mig_config, _mig_plan
+from ansible_collections.gpuops.sharing.plugins.module_utils._nvml import Nvml, NvmlError
+from ansible_collections.gpuops.sharing.plugins.module_utils._runner import RunError, run
+
+ERRORS = (_mig_config.ConfigError, _mig.MigError, NvmlError, OSError)
+BOOT_ERRORS = ERRORS + (RunError,)
+
+# What can keep a GPU from being reset, and what to do about it (NVIDIA MIG User Guide,
+# "Enable MIG Mode": "All daemons holding handles on driver modules need to be stopped before
+# MIG enablement"; DGX guide: stop nvsm and dcgm; HGX: Fabric Manager; nvidia_drm with modeset).
+HOLDERS = {
+    "nvidia-persiste": ("nvidia-persistenced", "systemctl stop nvidia-persistenced (start it again afterwards)"),
+    "nv-hostengine": ("DCGM (nv-hostengine)", "systemctl stop nvidia-dcgm"),
+    "dcgm-exporter": ("dcgm-exporter", "stop dcgm-exporter (its pod or service)"),
+    "nv-fabricmanage": ("NVIDIA Fabric Manager", "on NVSwitch systems reset all GPUs of the system together "
+                        "with Fabric Manager stopped (systemctl stop nvidia-fabricmanager), or reboot"),
+    "nvsm": ("NVSM", "systemctl stop nvsm"),
+    "Xorg": ("an X server", "stop the display manager"),
+    "Xwayland": ("a Wayland session", "stop the display manager"),
+}
+
+
+def reset_blockers(proc_root: str = "/proc") -> list[str]:
+    """Processes and kernel modules on this host that typically block a GPU reset."""
+    found = []
+    try:
+        names = _host.process_names(proc_root)
+    except OSError:
+        names = {}
+    seen = set()
+    for pid, comm in sorted(names.items()):
+        for prefix, (what, remedy) in HOLDERS.items():
+            if comm.startswith(prefix) and what not in seen:
+                seen.add(what)
+                found.append(f"{what} (pid {pid}) is running: {remedy}")
+    try:
+        with open(os.path.join(proc_root, "modules")) as fh:
+            for line in fh:
+                fields = line.split()
+                if fields and fields[0] == "nvidia_drm" and len(fields) > 2 and fields[2] != "0":
+                    found.append("the nvidia_drm module is loaded and in use (display or modeset=1): "
+                                 "stop the display manager and run 'modprobe -r nvidia_drm', or reboot")
+    except OSError:
+        pass
+    return found
+
+
+class HostMig:
+    """One host's GPUs for the runner: observe, plan (through ``_mig_plan``), check, apply, verify."""
+
+    errors = ERRORS
+
+    def __init__(self, nv: Nvml, run_command, entries: list[dict], reset: str = "auto", force: bool = False,
+                 nvidia_smi: str | None = "nvidia-smi", process_timeout: float = 10.0):
+        self.nv = nv
+        self.run_command = run_command
+        self.entries = entries
+        self.reset = reset
+        self.force = force
+        self.nvidia_smi = nvidia_smi
+        self.process_timeout = process_timeout
+        self.warnings: list[str] = []
+        self.handles: dict = {}
+        self.created: dict = {}      # (GPU index, GI placement start) -> GI id, for the CIs created in it
+        self.after: dict = {}        # GPU index -> what verify read back
+        self.reset_done: set = set()
+
+    # ------------------------------------------------------------------ observe
+    def observe(self) -> list[dict]:
+        gpus = []
+        for index in range(self.nv.device_count()):
+            try:
+                handle = self.nv.gpu(index)
+            except NvmlError as exc:
+                if exc.code in ("GPU_IS_LOST", "UNKNOWN", "NOT_SUPPORTED", "INSUFFICIENT_POWER", "IRQ_ISSUE"):
+                    gpus.append({"index": index, "uuid": None, "name": "unknown", "error": exc.message})
+                    continue
+                raise
+            self.handles[index] = handle
+            try:
+                gpus.append(self.read_gpu(handle))
+            except NvmlError as exc:
+                if exc.code != "GPU_IS_LOST":
+                    raise
+                gpus.append({"index": index, "uuid": handle.uuid, "name": handle.name, "error": exc.message})
+        return gpus
+
+    def read_gpu(self, gpu) -> dict:
+        """Everything the plan needs of one GPU; any failed read raises (never "nothing there")."""
+        facts = self.nv.summary(gpu)
+        facts["error"] = None
+        facts["virtualization"] = self.nv.virtualization_mode(gpu)
+        facts["profiles"] = self.nv.gi_profiles(gpu, with_capacity=False) if facts["mig_capable"] else []
+        facts["processes"] = self.nv.processes(gpu, strict=True)
+        facts["current"] = []
+        if facts["mig_enabled"]:
+            for gi in self.nv.gpu_instances(gpu, facts["profiles"], strict=True):
+                gi.pop("_handle", None)
+                for ci in gi["compute_instances"]:
+                    ci.pop("_handle", None)
+                    ci["processes"] = [p["pid"] for p in facts["processes"]
+                                       if p["gpu_instance_id"] == gi["id"] and p["compute_instance_id"] == ci["id"]]
+                facts["current"].append(gi)
+        return facts
+
+    # ------------------------------------------------------------------ plan and check
+    def plan(self, gpus: list[dict]):
+        self.planned = _mig_plan.plan_host(gpus, self.entries, self.reset, self.force)
+        self.warnings.extend(self.planned["notes"])
+        self.warnings.extend(self.planned["warnings"])
+        return self.planned["ops"]
+
+    def check(self, gpus, ops) -> list[str]:
+        problems = list(self.planned["problems"])
+        if not problems and any(op.kind == "reset" for op in ops) and not self.nvidia_smi:
+            problems.append("a GPU reset may be needed to apply the MIG mode, but nvidia-smi was not found; "
+                            "install the NVIDIA driver utilities or use reset: never and reboot")
+        return problems
+
+    # ------------------------------------------------------------------ apply
+    def apply(self, op, gpus):
+        gpu = self.handles[op.data["gpu"]]
+        kind = op.kind
+        if kind == "set_mig_mode":
+            status = self.nv.set_mig_mode(gpu, op.data["enable"])
+            if status not in ("SUCCESS", "IN_USE", "RESET_REQUIRED"):
+                raise RunError(f"{gpu.label()}: the driver answered {status} to the MIG mode change")
+            current, pending = self.nv.mig_mode(gpu)
+            if status == "IN_USE" and current == pending:
+                raise RunError(f"{gpu.label()}: the driver refused the MIG mode change: the GPU is in use "
+                               "(NVML activation status IN_USE); stop what uses it and run again")
+            return f"{op.text} (activation: {status})"
+        if kind == "reset":
+            current, pending = self.nv.mig_mode(gpu)
+            if current == pending:
+                return False  # the driver applied the mode itself: nothing to reset
+            self._reset(gpu, op.data["bus_id"])
+            return op.text.replace(" if the driver does not apply the MIG mode itself", "")
+        if kind == "reobserve":
+            fresh = self.read_gpu(gpu)
+            if fresh["mig_enabled"] != op.data["enable"]:
+                raise RunError(f"{gpu.label()}: MIG mode is still {'off' if op.data['enable'] else 'on'} after the "
+                               "change (pending: " + str(fresh["mig_pending"]) + "); reboot to apply it")
+            expect = op.data.get("expect")
+            if expect is not None:
+                got = [_mig_plan._profile_key(p) for p in fresh["profiles"]]
+                if sorted(got) != sorted(expect):
+                    raise RunError(f"{gpu.label()}: the driver's MIG profiles differ from NVIDIA's published table "
+                                   "the layout was planned with; nothing was created. Run again: the layout is "
+                                   "then planned from the driver's own profiles")
+            return False
+        if kind == "terminate":
+            self._terminate(gpu, op.data["pids"])
+        elif kind == "destroy_ci":
+            self.nv.destroy_compute_instance(gpu, op.data["gi_id"], op.data["ci_id"])
+        elif kind == "destroy_gi":
+            self.nv.destroy_gpu_instance(gpu, op.data["gi_id"])
+        elif kind == "create_gi":
+            profile = self._profile(op.data["gpu"], op.data["profile_id"])
+            gi_id = self.nv.create_gpu_instance(gpu, profile, op.data["start"], op.data["size"])
+            self.created[(op.data["gpu"], op.data["start"])] = gi_id
+            return f"{op.text} (GPU instance {gi_id})"
+        elif kind == "create_ci":
+            gi_id = op.data["gi_id"]
+            if gi_id is None:
+                gi_id = self.created[(op.data["gpu"], op.data["gi_start"])]
+            ci_profile = self._ci_profile(gpu, gi_id, op.data)
+            self.nv.create_compute_instance(gpu, gi_id, ci_profile, op.data["start"], op.data["size"])
+        else:  # pragma: no cover - the planner makes no other kind
+            raise RunError(f"unknown operation {kind}")
+        return None
+
+    def _profile(self, index: int, profile_id: int) -> dict:
+        item = next(i for i in self.planned["gpus"] if i["gpu"]["index"] == index)
+        return next(p for p in item["profiles"] if p["id"] == profile_id)
+
+    def _ci_profile(self, gpu, gi_id: int, data: dict) -> dict:
+        """The driver's compute instance profile for the planned size (its id, when the plan came from a table)."""
+        offered = self.nv.ci_profiles_of(gpu, gi_id)
+        match = [p for p in offered if p["slices"] == data["slices"]]
+        if not match:
+            raise RunError(f"{gpu.label()}: GPU instance {gi_id} offers no compute instance of {data['slices']} "
+                           "slices; it offers " + ", ".join(p["name"] for p in offered))
+        chosen = [p for p in match if p["id"] == data["ci_profile_id"]]
+        return chosen[-1] if chosen else match[-1]
+
+    def _terminate(self, gpu, pids: list[int]) -> None:
+        for sig, wait in ((signal.SIGTERM, self.process_timeout), (signal.SIGKILL, 5.0)):
+            for pid in pids:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+                except PermissionError:
+                    raise RunError(f"{gpu.label()}: not allowed to stop process {pid}: run with become: true") from None
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline:
+                alive = {p["pid"] for p in self.nv.processes(gpu, strict=True)} & set(pids)
+                if not alive:
+                    return
+                time.sleep(0.2)
+        raise RunError(f"{gpu.label()}: process(es) {', '.join(map(str, pids))} still use the GPU after "
+                       "SIGTERM and SIGKILL")
+
+    def _reset(self, gpu, bus_id: str) -> None:
+        # by PCI bus id: an index can mean another GPU to nvidia-smi when CUDA_VISIBLE_DEVICES or
+        # NVML's enumeration order differ, a bus id cannot
+        rc, out, err = self.run_command([self.nvidia_smi, "-r", "-i", bus_id])
+        text = " ".join((out + " " + err).split())
+        if rc == 0:
+            self.reset_done.add(gpu.index)
+            return
+        if "not supported" in text.lower():
+            raise RunError(f"{gpu.label()}: the GPU cannot be reset on this platform ({text}); reboot to apply the "
+                           "MIG mode, or use reset: never")
+        blockers = reset_blockers()
+        hint = ("; ".join(blockers)) if blockers else \
+            "stop the services that hold the GPU (nvidia-persistenced, nvidia-dcgm, dcgm-exporter, Fabric Manager, " \
+            "display managers; unload nvidia_drm), or use reset: never and reboot"
+        raise RunError(f"{gpu.label()}: GPU reset failed: {text}. What holds the GPU: {hint}")
+
+    # ------------------------------------------------------------------ verify and report
+    def verify(self, gpus, ops) -> list[str]:
+        problems = []
+        for item in self.planned["gpus"]:
+            if not item["managed"] or item["gpu"]["index"] not in self.handles:
+                continue
+            index = item["gpu"]["index"]
+            fresh = self.read_gpu(self.handles[index])
+            self.after[index] = fresh
+            if item["reboot_required"] or item["specs"] is None:
+                continue
+            if not item["want_enabled"]:
+                if fresh["current"] or fresh["mig_enabled"]:
+                    problems.append(f"{_mig_plan.gpu_label(fresh)}: MIG is still "
+                                    f"{'on' if fresh['mig_enabled'] else 'off'} with "
+                                    f"{len(fresh['current'])} GPU instance(s) after disabling it")
+                continue
+            profiles = fresh["profiles"] or item["profiles"]
+            if not _mig.matches(fresh["current"], item["specs"]):
+                problems.append(f"{_mig_plan.gpu_label(fresh)}: after applying, the layout is "
+                                f"'{'; '.join(_mig.render_layout(profiles, fresh['current']))}', not "
+                                f"'{_mig.describe_specs(profiles, item['specs'])}'")
+        return problems
+
+    def result(self, gpus, ops, check_mode: bool) -> dict:
+        results = []
+        for item in self.planned["gpus"]:
+            results.append(self._gpu_result(item, check_mode))
+        return {"gpus": results,
+                "reboot_required": any(r["reboot_required"] for r in results),
+                "kept": sum(r["kept"] for r in results), "destroyed": sum(r["destroyed"] for r in results),
+                "created": sum(r["created"] for r in results)}
+
+    def _gpu_result(self, item: dict, check_mode: bool) -> dict:
+        gpu = item["gpu"]
+        kept, destroyed, created = _mig_plan.counts(item)
+        before = _mig.render_layout(item["profiles"], gpu.get("current", [])) if not gpu.get("error") else []
+        fresh = self.after.get(gpu["index"])
+        writes = [op for op in item["ops"] if op.writes]
+        res = {"index": gpu["index"], "uuid": gpu.get("uuid"), "name": gpu.get("name"),
+               "managed": item["managed"], "config_entry": item["entry"],
+               "mig_enabled": gpu.get("mig_enabled", False), "mig_pending": gpu.get("mig_pending"),
+               "changed": bool(writes), "reboot_required": item["reboot_required"],
+               "reset": gpu["index"] in self.reset_done, "kept": kept, "destroyed": destroyed, "created": created,
+               "operations": [op.text for op in writes], "before": before, "after": before, "instances": [],
+               "profile_source": item.get("source"), "problem": gpu.get("error")}
+        if gpu.get("error"):
+            return res
+        if check_mode or fresh is None:
+            res["after"] = _mig_plan.planned_after(item) if item["managed"] else before
+            if not writes:
+                res["instances"] = _instances(item["profiles"], gpu.get("current", []))
+            return res
+        profiles = fresh["profiles"] or item["profiles"]
+        res["after"] = _mig.render_layout(profiles, fresh["current"])
+        res["instances"] = _instances(profiles, fresh["current"])
+        res["mig_enabled"], res["mig_pending"] = fresh["mig_enabled"], fresh["mig_pending"]
+        res["reboot_required"] = bool(item["reboot_required"] and fresh["mig_enabled"] != fresh["mig_pending"])
+        return res
+
+    def diff(self, result: dict) -> dict:
+        return {"before": _diff_text(result["gpus"], "before"), "after": _diff_text(result["gpus"], "after")}
+
+
+def _diff_text(gpus: list[dict], key: str) -> str:
+    lines = []
+    for gpu in gpus:
+        if gpu["changed"]:
+            lines.append(f"GPU {gpu['index']} {gpu['name']} ({gpu['uuid']}):")
+            lines.extend("  " + line for line in (gpu[key] or ["(no GPU instances)"]))
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def _instances(profiles: list[dict], current: list[dict]) -> list[dict]:
+    by_id = {p["id"]: p for p in profiles}
+    out = []
+    for gi in current:
+        prof = by_id.get(gi["profile_id"], {"name": str(gi["profile_id"]), "slices": 0})
+        out.append({"gpu_instance_id": gi["id"], "profile": prof["name"], "profile_id": gi["profile_id"],
+                    "placement": {"start": gi["start"], "size": gi["size"]},
+                    "compute_instances": [{"compute_instance_id": ci["id"],
+                                           "profile": _mig.device_name(prof, ci["slices"]),
+                                           "placement": {"start": ci["start"], "size": ci["size"]},
+                                           "mig_uuid": ci["mig_uuid"]} for ci in gi["compute_instances"]]})
+    return out
+
+
+def apply_config_file(path: str, name: str | None, run_command, reset: str = "auto", nvidia_smi: str = "nvidia-smi",
+                      log=None) -> dict:
+    """Apply configuration ``name`` of the mig-parted file ``path`` (the boot-time re-apply).
+
+    Raises ConfigError, MigError, NvmlError or RunError with a message for the journal.
+    """
+    entries = _mig_config.load_file(path, name)
+    with Nvml() as nv:
+        host = HostMig(nv, run_command, entries, reset=reset, nvidia_smi=nvidia_smi)
+        result = run(host, check_mode=False, log=log)
+        for text in host.warnings:
+            (log or (lambda _t: None))(text)
+        return result
