@@ -359,8 +359,12 @@ def keep_and_remove(vgpus: list[dict], want: dict[str, int], fixed: dict[str, li
     return kept, removed
 
 
-def plan_gpu(gpu: dict, want: dict[str, int], fixed: dict[str, list[str]], new_uuid, force: bool = False) -> dict:
-    """The operations for one GPU.  ``new_uuid()`` gives a fresh UUID (the host passes uuid4)."""
+def plan_gpu(gpu: dict, want: dict[str, int], fixed: dict[str, list[str]], new_uuid, force: bool = False,
+             reuse: dict[str, list[str]] | None = None) -> dict:
+    """The operations for one GPU.  ``new_uuid()`` gives a fresh UUID (the host passes uuid4).
+
+    ``reuse``: UUIDs per type to create before drawing new ones (mdevctl's definitions of vGPUs that are gone,
+    after a reboot), so that a VM finds its vGPU again under the same UUID."""
     _check_request(gpu, want, fixed)
     label = _gpu_label(gpu)
     types = {t["name"]: t for t in gpu["types"]}
@@ -377,7 +381,8 @@ def plan_gpu(gpu: dict, want: dict[str, int], fixed: dict[str, list[str]], new_u
     for v in sorted(removed, key=lambda v: (v["parent"], v["uuid"])):
         ops.append({"kind": "remove", "target": v["uuid"], "parent": v["parent"], "type_name": v["type_name"],
                     "type_id": v.get("type_id"),
-                    "text": f"remove vGPU {v['uuid']} ({v['type_name']}) from {v['parent']}"})
+                    "text": f"remove vGPU {v['type_name']} from {v['parent']}" if gpu["layout"] == "vfio"
+                    else f"remove vGPU {v['uuid']} ({v['type_name']}) from {v['parent']}"})
     # parents free after the removals: every VF without a kept vGPU (mdev on the PF: the PF itself)
     used = {v["parent"] for v in kept}
     free = [] if gpu["layout"] == "mdev" else [vf for vf in gpu.get("vfs") or [] if vf not in used]
@@ -388,24 +393,31 @@ def plan_gpu(gpu: dict, want: dict[str, int], fixed: dict[str, list[str]], new_u
     for name in sorted(want, key=_type_order):
         missing = want[name] - len(have.get(name, ()))
         wanted_uuids = [u for u in fixed.get(name, []) if u not in have.get(name, set())]
+        fixed_all = {u for us in fixed.values() for u in us}
+        wanted_uuids += [u for u in (reuse or {}).get(name, []) if u not in taken and u not in fixed_all]
         for _ in range(missing):
-            uuid = wanted_uuids.pop(0) if wanted_uuids else new_uuid()
-            while uuid in taken:
-                uuid = new_uuid()
-            taken.add(uuid)
             if gpu["layout"] == "mdev":
                 parent = gpu["bdf"]
             else:
                 if not free:
                     raise PlanError(f"{label}: no free virtual function left for another '{name}'")
                 parent = free.pop(0)
+            if gpu["layout"] == "vfio":
+                uuid = parent           # a vendor-VFIO vGPU has no UUID: its virtual function names it
+            else:
+                uuid = wanted_uuids.pop(0) if wanted_uuids else new_uuid()
+                while uuid in taken:
+                    uuid = new_uuid()
+            taken.add(uuid)
             ops.append({"kind": "create", "target": uuid, "parent": parent, "type_name": name,
                         "type_id": types[name]["type_id"], "mdev_type": types[name].get("mdev_type"),
-                        "text": f"create vGPU {uuid} ({name}) on {parent}"})
+                        "text": f"create vGPU {name} on {parent}" if gpu["layout"] == "vfio"
+                        else f"create vGPU {uuid} ({name}) on {parent}"})
     return {"index": gpu["index"], "kept": kept, "removed": removed, "ops": ops}
 
 
-def plan(gpus: list[dict], wanted: dict[int, dict], fixed: dict[int, dict], new_uuid, force: bool = False) -> list[dict]:
+def plan(gpus: list[dict], wanted: dict[int, dict], fixed: dict[int, dict], new_uuid, force: bool = False,
+         reuse: dict[int, dict] | None = None) -> list[dict]:
     """Plans for every GPU a config entry names; GPUs no entry matches are left alone.
 
     Every check runs for every GPU before any plan is returned, so an error on GPU 1 stops the run before
@@ -423,6 +435,7 @@ def plan(gpus: list[dict], wanted: dict[int, dict], fixed: dict[int, dict], new_
     for gpu in gpus:
         if gpu["index"] not in wanted:
             continue
-        plans.append(plan_gpu(gpu, wanted[gpu["index"]], fixed.get(gpu["index"], {}), new_uuid, force))
+        plans.append(plan_gpu(gpu, wanted[gpu["index"]], fixed.get(gpu["index"], {}), new_uuid, force,
+                              (reuse or {}).get(gpu["index"])))
     return plans
 

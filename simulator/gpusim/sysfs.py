@@ -23,6 +23,7 @@ Reads are direct I/O with no attribute caching, so every ``cat`` sees the driver
 
 from __future__ import annotations
 
+import copy
 import errno
 import stat
 import time
@@ -252,11 +253,20 @@ def make_operations(state_path: str | None):
 
     class SysFS(mfusepy.Operations):
         use_ns = True
+        _seen = None
+        _state = None
+
+        def _current(self) -> dict:
+            """The state, copied once per change of the file (reads may fill in defaults on the copy)."""
+            seen = st.peek(state_path)
+            if seen is not self._seen:
+                self._seen, self._state = seen, copy.deepcopy(seen)
+            return self._state
 
         def _node(self, path: str) -> Node:
             parts = [p for p in path.split("/") if p]
             try:
-                node = lookup(st.load(state_path), parts, state_path)
+                node = lookup(self._current(), parts, state_path)
             except st.StateError:
                 raise mfusepy.FuseOSError(errno.EIO) from None
             if node is None:
