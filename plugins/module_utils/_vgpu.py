@@ -438,4 +438,3 @@ def plan(gpus: list[dict], wanted: dict[int, dict], fixed: dict[int, dict], new_
         plans.append(plan_gpu(gpu, wanted[gpu["index"]], fixed.get(gpu["index"], {}), new_uuid, force,
                               (reuse or {}).get(gpu["index"])))
     return plans
-

@@ -229,7 +229,7 @@ mdevctl list
 """
     out = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, check=False)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip().splitlines() == ["Enabling VFs on 0000:07:00.0",
-                                       f"{U1} 0000:07:00.5 nvidia-{t['type_id']} auto (defined)"]
+    assert out.stdout.strip().splitlines() == [
+        "Enabling VFs on 0000:07:00.0", f"{U1} 0000:07:00.5 nvidia-{t['type_id']} auto (defined)"]
     assert (etc / "0000:07:00.5" / U1).is_file()
     assert [v["uuid"] for v in host.state()["gpus"][0]["vgpu"]["vgpus"]] == [U1]
