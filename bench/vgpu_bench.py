@@ -60,7 +60,7 @@ def run() -> list:
              "destroyed by vgpu-device-manager", "UUIDs kept by vgpu_devices"]]
     for model in _vgpu_types.VGPU_MODELS:
         ours = minimum = theirs = kept_total = 0
-        for _ in range(TRANSITIONS):
+        for _transition in range(TRANSITIONS):
             gpu = gpu_of(model, [])
             names = [t["name"] for t in gpu["types"]]
             start_type = rng.choice(names[:4])

@@ -395,7 +395,7 @@ def plan_gpu(gpu: dict, want: dict[str, int], fixed: dict[str, list[str]], new_u
         wanted_uuids = [u for u in fixed.get(name, []) if u not in have.get(name, set())]
         fixed_all = {u for us in fixed.values() for u in us}
         wanted_uuids += [u for u in (reuse or {}).get(name, []) if u not in taken and u not in fixed_all]
-        for _ in range(missing):
+        for _slot in range(missing):
             if gpu["layout"] == "mdev":
                 parent = gpu["bdf"]
             else:

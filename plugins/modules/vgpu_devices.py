@@ -91,7 +91,7 @@ seealso:
     description: vGPU types per GPU, and the host layouts.
     link: https://docs.nvidia.com/vgpu/latest/grid-vgpu-user-guide/
 author:
-  - gpuops.sharing contributors
+  - gpuops.sharing maintainers (@gpuops)
 """
 
 EXAMPLES = r"""

@@ -134,7 +134,7 @@ def mounted(host, tmp_path):
         proc = subprocess.Popen([sys.executable, "-m", "gpusim", "sysfs", "mount", str(root)],
                                 env={**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(vgpu.__file__))},
                                 stderr=subprocess.PIPE)
-        for _ in range(100):
+        for _attempt in range(100):
             if os.path.ismount(root):
                 break
             time.sleep(0.05)
