@@ -44,8 +44,8 @@ def mdev_type(root, parent, tid, name, available, max_instance):
     t = root / "devices" / parent / "mdev_supported_types" / f"nvidia-{tid}"
     put(str(t / "name"), name + "\n")
     put(str(t / "available_instances"), f"{available}\n")
-    put(str(t / "description"), f"num_heads=1, frl_config=60, framebuffer=4096M, max_resolution=4096x2400, "
-                                 f"max_instance={max_instance}\n")
+    text = f"num_heads=1, frl_config=60, framebuffer=4096M, max_resolution=4096x2400, max_instance={max_instance}\n"
+    put(str(t / "description"), text)
 
 
 @pytest.fixture
