@@ -143,3 +143,18 @@ def test_config_file_errors(tmp_path):
     with pytest.raises(_vgpu.ConfigError, match="no vGPU config named 'b'; the file has: a"):
         _vgpu_host.load_config_file(str(good), "b")
     assert _vgpu_host.load_config_file(str(good), "a")[0]["vgpu_devices"] == {"T4-4Q": 4}
+
+
+def test_mig_instances_read_through_nvml(sim):
+    from ansible_collections.gpuops.sharing.plugins.module_utils._nvml import Nvml
+    from gpusim import device
+    from gpusim import state as gstate
+
+    sim.init("A100-SXM4-40GB", 2, "--mig-enabled")
+    with gstate.transaction() as data:
+        for profile_id in (19, 19, 14):                     # 1g.5gb, 1g.5gb, 2g.10gb on GPU 0 only
+            device.create_gi(data, 0, profile_id)
+    with Nvml() as nv:
+        got = _vgpu_host.HostVgpu(lambda argv, **kw: (0, "", ""), [], nv=nv)._mig_by_bdf()
+    assert got == {"0000:07:00.0": {"enabled": True, "gpu_instances": {"1g.5gb": 2, "2g.10gb": 1}},
+                   "0000:17:00.0": {"enabled": True, "gpu_instances": {}}}
