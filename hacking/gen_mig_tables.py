@@ -48,7 +48,12 @@ def render() -> str:
                 "| profile | id | compute slices | memory (MiB) | max instances | placements | compute instances |",
                 "|---|---|---|---|---|---|---|"]
         for p in mig["gpu_instance_profiles"]:
-            cis = ", ".join(c["name"] for c in p["compute_instance_profiles"])
+            names = [c["name"] for c in p["compute_instance_profiles"]]
+            # a name offered under two CI profile ids (the 2-memory-slice 1g GI: 0 and 7) shows its
+            # ids, the default (what `nvidia-smi mig -cgi ... -C` creates) marked with *
+            cis = ", ".join(c["name"] + (f" (CI id {c['id']}{'*' if c['default'] else ''})"
+                                         if names.count(c["name"]) > 1 else "")
+                            for c in p["compute_instance_profiles"])
             placements = ", ".join(f"{s}:{z}" for s, z in p["placements"])
             out.append(f"| {p['name']} | {p['id']} | {p['slices']} | {p['memory_mib']} | {p['instance_count']} "
                        f"| {placements} | {cis} |")

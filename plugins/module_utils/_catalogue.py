@@ -118,6 +118,16 @@ def _cis(gi_name, gi_slices, gi_sms, sms_per_ci_slice, full_ci_enum=None):
             "multiprocessor_count": None if sms_per_ci_slice is None else c * sms_per_ci_slice,
             "placements": pl, "default": False})
     enum = full_ci_enum or _CI_BY_SLICES[gi_slices]
+    if enum != _CI_BY_SLICES[gi_slices]:
+        # The 1g GI with two memory slices (profile id 15) offers CI profile 0 (1_SLICE) as well
+        # as 7 (1_SLICE_REV1), 7 being what `-C` creates: mig-parted resolves "1g.20gb" to CI
+        # profile 0 and calls GetComputeInstanceProfileInfo(0) (go-nvlib NewMigProfile), and NVIDIA
+        # ships all-1g.10gb/all-1g.20gb built that way in mig-parted's config-default.yaml.
+        plain = _CI_BY_SLICES[gi_slices]
+        out.append({
+            "nvml_profile": plain, "id": CI_ENUM[plain], "name": gi_name, "slices": gi_slices,
+            "instance_count": 1, "multiprocessor_count": gi_sms,
+            "placements": ci_placements_rule(gi_slices, gi_slices), "default": False})
     out.append({
         "nvml_profile": enum, "id": CI_ENUM[enum], "name": gi_name, "slices": gi_slices,
         "instance_count": 1, "multiprocessor_count": gi_sms,
@@ -213,13 +223,15 @@ _A100_80 = _family8(
 # JPEG 1/1/1/2/3/4/7; OFA +me 1, 7g 1.  1g.2x-memory GI's default CI is profile
 # ID 7 (1_SLICE_REV1): "-cgi 15 -C ... using profile MIG 1g.20gb (ID 7)" on
 # H100 80GB HBM3 and "MIG 1g.24gb (ID 7)" on GH200.  Per-slice SM count of
-# partial (Nc.) CIs on Hopper: not sourced -> None.
+# partial (Nc.) CIs on Hopper: no real -lcip with SM counts found; DERIVED as the
+# SMs of the 1-compute-slice GI (16) per compute slice, the rule every real A100/
+# A30 -lcip follows (1c.* = 14 = 1g's SMs, 2c.* = 28).  Flagged in PROVENANCE.
 _HOP = dict(
     sms={19: 16, 20: 16, 15: 26, 14: 32, 9: 60, 5: 64, 0: 132},
     ce={19: 1, 20: 1, 15: 1, 14: 2, 9: 3, 5: 4, 0: 8},
     dec={19: 1, 20: 1, 15: 1, 14: 2, 9: 3, 5: 4, 0: 7},
     jpeg={19: 1, 20: 1, 15: 1, 14: 2, 9: 3, 5: 4, 0: 7},
-    ofa7=1, ci_sm_per_slice=None, rev2_ci=_REV1_CI)
+    ofa7=1, ci_sm_per_slice=16, rev2_ci=_REV1_CI)
 
 # H100 80GB HBM3: -lgip + -lgipp + -cgi/-lgi/-lci (nvidia-smi notes, also MIG
 # guide MPS example "40448MiB" = 39.50 GiB for 3g.40gb).
@@ -279,7 +291,7 @@ _B200 = _family8(
     ce={19: 2, 20: 2, 15: 2, 14: 4, 9: 6, 5: 8, 0: 16},
     dec={19: 1, 20: 1, 15: 1, 14: 2, 9: 3, 5: 4, 0: 7},
     jpeg={19: 1, 20: 1, 15: 1, 14: 2, 9: 3, 5: 4, 0: 7},
-    ofa7=1, ci_sm_per_slice=None, rev2_ci=_REV1_CI)
+    ofa7=1, ci_sm_per_slice=18, rev2_ci=_REV1_CI)   # partial CI SMs DERIVED (1g = 18 SM per slice)
 
 # --- A30 --------------------------------------------------------------------
 # -lgip + -lgipp + -cgi/-lgi/-lcip on "NVIDIA A30", driver 535.183.01:
@@ -406,16 +418,20 @@ for _key, _model in MODELS.items():
 # Fields that are NOT straight from a cited primary real output (secondary,
 # inferred or by rule).  Everything not listed is from a cited real
 # `nvidia-smi mig -lgip/-lgipp` output or the MIG User Guide.
+_HOPPER_PARTIAL_CI = ("partial CI (Nc.) multiprocessor_count: DERIVED, 16 SMs per compute slice (the 1g GI's "
+                      "SMs, as every real A100/A30 -lcip shows for its 1g GI); no real Hopper -lcip with SMs found")
 PROVENANCE = {
     "*": ["compute_instance_profiles[*].placements: ci_placements_rule() (no real -lcipp found)",
-          "compute_instance_profiles of 7g GIs: counts by rule (names confirmed by MIG guide nvidia-smi -L)"],
+          "compute_instance_profiles of 7g GIs: counts by rule (names confirmed by MIG guide nvidia-smi -L)",
+          "1g GI with two memory slices (id 15): offers CI profile 0 as well as the default 7 (mig-parted "
+          "resolves the name to CI profile 0; NVIDIA ships all-1g.10gb/all-1g.20gb configs)"],
     "A100-SXM4-40GB": ["1g.10gb default CI id 7 (1_SLICE_REV1): by analogy with Hopper's 1g.20gb/1g.24gb"],
     "A100-SXM4-80GB": ["1g.20gb row from a secondary (unverified-origin) -lgip listing",
                        "1g.20gb default CI id 7: by analogy with Hopper"],
-    "H100-SXM5-80GB": ["partial CI (Nc.) multiprocessor_count: None (not sourced)"],
-    "H100-NVL-94GB": ["partial CI multiprocessor_count: None"],
-    "H200-141GB": ["placements: -lgipp not found; H100 geometry assumed", "partial CI multiprocessor_count: None"],
-    "GH200-96GB": ["placements: -lgipp not found; H100 geometry assumed", "partial CI multiprocessor_count: None"],
+    "H100-SXM5-80GB": [_HOPPER_PARTIAL_CI],
+    "H100-NVL-94GB": [_HOPPER_PARTIAL_CI],
+    "H200-141GB": ["placements: -lgipp not found; H100 geometry assumed", _HOPPER_PARTIAL_CI],
+    "GH200-96GB": ["placements: -lgipp not found; H100 geometry assumed", _HOPPER_PARTIAL_CI],
     "B200-180GB": ["placements: -lgipp not found; H100 geometry assumed",
                    "3g.90gb/4g.90gb/7g.180gb memory_mib (89.00/89.00/178.50 GiB) and multiprocessor_count "
                    "(70/72/148): SECONDARY source (a TensorRT-cookbook MIG note quoting B200 -lgip; origin "
@@ -425,7 +441,7 @@ PROVENANCE = {
                    "3g.90gb/4g.90gb/7g.180gb copy_engines 6/8/16 and 7g OFA 1: MIG guide table only "
                    "(guide disagrees with real -lgip on 2g.45gb: CE 3 vs 4)",
                    "1g.45gb default CI id 7: by analogy with Hopper",
-                   "partial CI multiprocessor_count: None"],
+                   "partial CI multiprocessor_count: DERIVED, 18 SMs per compute slice (the 1g GI's SMs)"],
     "A30-24GB": [],
 }
 

@@ -53,6 +53,8 @@ from __future__ import annotations
 import ipaddress
 import re
 
+from ansible_collections.gpuops.sharing.plugins.module_utils._runner import Op
+
 DEFAULT_PATH = "/etc/nvidia/gridd.conf"
 DEFAULT_TOKEN_DIR = "/etc/nvidia/ClientConfigToken"
 # The name NVIDIA's GPU Operator expects ("The file must be named client_configuration_token.tok").
@@ -726,3 +728,162 @@ def unlicensed_reason(license_result: dict) -> str:
         parts.append("no GPU reports vGPU software licensing (is the vGPU guest driver installed and nvidia-gridd "
                      "present?)")
     return "; ".join(parts)
+
+
+# --------------------------------------------------------------------------- the plan of one run
+
+def change_text(option, before, after) -> str:
+    """One line of ``config_changes``."""
+    if option is None:
+        return "layout: file created or duplicate lines removed"
+
+    def show(value):
+        if value is None:
+            return "(unset)"
+        if isinstance(value, tuple):
+            return f"{shown(value[1])} (invalid)"
+        return shown(render_value(option, value))
+
+    return f"{KEYS[option][0]}: {show(before)} -> {show(after)}"
+
+
+def plan_run(facts: dict, request: dict) -> dict:
+    """Every operation of one run, in a safe order, and every refusal, from what was observed.
+
+    ``facts`` (what the host layer read; nothing here reads): ``path``, ``write_path`` (the file
+    written: the target of a symbolic link), ``link`` (that target, or None), ``dangling``,
+    ``text`` (None: no file), ``token_dir``/``token_dir_kind`` and ``token_path``/``token_kind``
+    (``missing``, ``dir``, ``file``, ``link`` or ``other``), ``token_content``, ``token_mode``,
+    ``tokens`` (the ``.tok`` names in the folder), ``systemd`` (booted), ``daemon`` (``pidfile``,
+    ``pid`` of a live nvidia-gridd that file names, ``others``: live processes named nvidia-gridd
+    it does not name), ``binaries`` and ``license``/``license_error``.
+
+    The order: token folder, token, other tokens' removal, then gridd.conf (so that a token that
+    cannot be written never leaves gridd.conf pointing at a folder without it), then the restart,
+    then the wait (which writes nothing).
+    """
+    path, tdir, tpath = facts["path"], facts["token_dir"], facts["token_path"]
+    content = request["content"]
+    problems: list[str] = []
+    ops: list = []
+    new_text, changes = plan(facts["text"], request["desired"], request["remove"])
+    absent = request.get("state", "present") == "absent"
+    token = {"write": False, "chmod": False, "remove": []}
+    if absent and facts["token_kind"] in ("file", "link"):
+        token["remove"].append(request["token_name"])     # unlinking a link removes the link, not its target
+    if content is not None:
+        if facts["token_kind"] == "file":
+            token["write"] = facts["token_content"] != content
+            token["chmod"] = not token["write"] and facts["token_mode"] != TOKEN_MODE
+        else:
+            token["write"] = True
+    if request["remove_other_tokens"]:
+        token["remove"] += [n for n in facts["tokens"] if n != request["token_name"]]
+    touches_folder = token["write"] or token["chmod"] or bool(token["remove"])
+
+    if facts["dangling"]:
+        problems.append(f"path={path} is a symbolic link to {facts['link']}, which does not exist; this module edits "
+                        f"a linked gridd.conf through the link only when its target exists: create the target, or "
+                        f"give the real file as path")
+    if touches_folder and facts["token_dir_kind"] == "link":
+        problems.append(f"the token folder {tdir} is a symbolic link; tokens are not written through links (a "
+                        f"link planted there would redirect a root write): give the real folder as "
+                        f"client_config_token_path, or replace the link by a folder")
+    elif touches_folder and facts["token_dir_kind"] == "other":
+        problems.append(f"the token folder {tdir} exists but is not a folder; remove it or give another "
+                        f"client_config_token_path")
+    if content is not None and facts["token_kind"] in ("link", "other"):
+        what = "a symbolic link" if facts["token_kind"] == "link" else "not a regular file"
+        problems.append(f"{tpath} is {what}; the token is never written through a link or into a special file: "
+                        f"remove it and run again")
+
+    if token["write"] and facts["token_dir_kind"] == "missing":
+        ops.append(Op("create_dir", tdir, f"create the token folder {tdir}", {"path": tdir}))
+    if token["write"]:
+        ops.append(Op("write_token", tpath, f"write the client configuration token {tpath} (mode "
+                                            f"{TOKEN_MODE:04o})", {"path": tpath}))
+    elif token["chmod"]:
+        ops.append(Op("chmod_token", tpath, f"set mode {TOKEN_MODE:04o} on {tpath}", {"path": tpath}))
+    for name in token["remove"]:
+        other = tdir.rstrip("/") + "/" + name
+        ops.append(Op("remove_token", other, f"remove the token {other}", {"path": other}))
+    if changes:
+        where = f" (through the link to {facts['write_path']})" if facts["link"] else ""
+        ops.append(Op("write_conf", facts["write_path"], f"write {path}{where}",
+                      {"path": facts["write_path"], "backup": request["backup"] and facts["text"] is not None}))
+
+    writes = bool(ops)
+    restart = writes and request["restart"]
+    unit = facts.get("unit")
+    if request.get("enable") and facts["systemd"] and not absent:
+        if unit is None:
+            problems.append("systemd runs but systemctl was not found; cannot enable nvidia-gridd.service")
+        elif unit["load"] != "loaded":
+            problems.append(f"{SERVICE_UNIT} is not installed (systemctl show: LoadState={unit['load']}): install "
+                            f"the vGPU guest driver of your NVIDIA vGPU software release, which ships the unit, or "
+                            f"set enable: false")
+        elif unit["file_state"] == "masked":
+            problems.append(f"{SERVICE_UNIT} is masked; unmask it (systemctl unmask nvidia-gridd) or set "
+                            f"enable: false")
+        else:
+            if unit["file_state"] not in UNIT_ENABLED_STATES:
+                ops.append(Op("enable_unit", SERVICE_UNIT, f"enable {SERVICE_UNIT} (systemctl enable nvidia-gridd)"))
+            if unit["active"] != "active" and not restart:
+                ops.append(Op("start_unit", SERVICE_UNIT, f"start {SERVICE_UNIT} (systemctl start nvidia-gridd)"))
+    if restart:
+        daemon = facts["daemon"]
+        if facts["systemd"]:
+            if not facts["binaries"].get("systemctl"):
+                problems.append("systemd runs but systemctl was not found; cannot restart nvidia-gridd (set "
+                                "restart: false to only write the files)")
+            text = "restart nvidia-gridd (systemctl restart nvidia-gridd)"
+        else:
+            if not facts["binaries"].get("nvidia-gridd"):
+                problems.append("no service manager runs and nvidia-gridd was not found on PATH: is the vGPU guest "
+                                "driver installed? Set restart: false to only write the configuration (for example "
+                                "in an image)")
+            if daemon["pid"] is None and daemon["others"]:
+                problems.append(f"nvidia-gridd runs (pid {', '.join(map(str, daemon['others']))}) but no pid file "
+                                f"names it ({daemon['pidfile']}, which NVIDIA's daemon writes); this module signals "
+                                f"only the daemon of that file, never processes by name: stop that process (or "
+                                f"start nvidia-gridd through its unit) and run again, or set restart: false")
+            if daemon["pid"] is not None:
+                text = (f"restart nvidia-gridd (SIGTERM to pid {daemon['pid']} of {daemon['pidfile']}, then start "
+                        f"nvidia-gridd)")
+            else:
+                text = "start nvidia-gridd (no nvidia-gridd was running)"
+        ops.append(Op("restart", "nvidia-gridd", text, {"pid": daemon.get("pid")}))
+    if request["wait"] and not absent:
+        if facts["license_error"] is None and facts["license"]["state"] == "unknown":
+            modes = ", ".join(g.get("virtualization_mode") or "unknown" for g in facts["license"]["gpus"])
+            problems.append("this host has no NVIDIA vGPU (GRID) guest driver: no GPU reports vGPU software "
+                            f"licensing (GPUs and their virtualization mode: {modes or 'none found'}). Install the "
+                            "guest driver of your NVIDIA vGPU software release (the -grid package or .run file, not "
+                            "the datacenter driver) in the VM; on bare metal or with a physical GPU in pass-through "
+                            "vGPU licensing does not apply. Set wait: false to only write the configuration")
+        ops.append(Op("wait", "license", f"wait up to {request['timeout']} s until the VM is licensed", writes=False))
+    return {"ops": ops, "problems": problems, "new_text": new_text, "changes": changes, "token": token,
+            "writes": writes}
+
+
+SERVICE_UNIT = "nvidia-gridd.service"
+# systemctl's UnitFileState values under which the unit starts at boot (or needs no enabling)
+UNIT_ENABLED_STATES = ("enabled", "enabled-runtime", "static", "alias", "indirect", "generated", "transient")
+
+
+def parse_unit_show(text: str) -> dict:
+    """``systemctl show --property=LoadState,UnitFileState,ActiveState`` as load/file_state/active."""
+    values = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+    return {"load": values.get("LoadState", ""), "file_state": values.get("UnitFileState", ""),
+            "active": values.get("ActiveState", "")}
+
+
+def validate_state(state: str, desired: dict, content) -> None:
+    """state=absent removes; it takes nothing to set."""
+    if state != "absent":
+        return
+    given = [option for option in KEYS if option in desired]
+    if given or content is not None:
+        names = ", ".join(given + (["token_content"] if content is not None else []))
+        raise GriddError(f"state=absent removes the token and the keys listed in remove; it takes no values to set "
+                         f"({names} given): drop them, or list the keys to take out in remove")

@@ -22,8 +22,20 @@ import difflib
 import re
 from collections import Counter
 
-PROFILE_RE = re.compile(r"^(?:(?P<c>\d+)c\.)?(?P<g>\d+)g\.(?P<gb>\d+)gb"
-                        r"(?P<attrs>(?:[+-][a-z][a-z0-9]*(?:\.[a-z0-9]+)*(?:,[a-z][a-z0-9]*(?:\.[a-z0-9]+)*)*)*)$")
+# The grammar of a MIG device name, exactly as go-nvlib parses it (NVIDIA/go-nvlib
+# pkg/nvlib/device/mig_profile.go, parseMigProfile / parseMigProfileFields /
+# parseMigProfileAttributes, commit 3c161560521e3208792199f2ed0d559a5f3ae4f4), which is what
+# mig-parted checks a file's mig-devices names with (AssertValidMigProfileFormat):
+#   [<C>c.]<G>g.<GB>gb[(+|-)<attr>[,<attr>...]]
+# numbers are ASCII digits (Go's strconv.Atoi: no spaces, no fullwidth digits; leading zeros
+# are fine; 0 parses and is refused only against a device, as is C > G); one sign only (a
+# name with both '+' and '-' is refused); attributes are non-empty, unique, made of ASCII
+# letters, digits and dots, neither starting with a digit or a dot nor ending with a dot.
+# Case matters: "1G.5GB" is not a name (parseMigProfileField wants the suffix "g"/"gb").
+_ATTR = r"[A-Za-z](?:[A-Za-z0-9.]*[A-Za-z0-9])?"
+PROFILE_RE = re.compile(r"(?:(?P<c>[0-9]+)c\.)?(?P<g>[0-9]+)g\.(?P<gb>[0-9]+)gb"
+                        r"(?P<attrs>[+-]" + _ATTR + r"(?:," + _ATTR + r")*)?")
+_GO_INT_MAX = 2 ** 63 - 1   # strconv.Atoi's range on 64-bit Go
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
@@ -50,21 +62,59 @@ def guess_profile(text: str) -> str | None:
         return None
     c, g, gb, attr = match.groups()
     guess = (f"{c}c." if c and c != g else "") + f"{g}g.{gb}gb" + (f"+{attr.strip('.')}" if attr else "")
-    return guess if PROFILE_RE.match(guess) and guess != str(text) else None
+    return guess if PROFILE_RE.fullmatch(guess) and guess != str(text) else None
+
+
+def _format_problem(text: str) -> str:
+    """Why go-nvlib refuses ``text`` as a MIG device name (for the message)."""
+    if text == "":
+        return "the name is empty"
+    if text != text.strip() or re.search(r"\s", text):
+        return "it contains whitespace"
+    if "+" in text and "-" in text:
+        return "it has both '+' and '-' attributes"
+    if re.search(r"[^\x00-\x7f]", text):
+        return "it contains a character that is not ASCII (digits must be 0-9)"
+    sign = re.search(r"[+-]", text)
+    head, attrs = (text[:sign.start()], text[sign.end():]) if sign else (text, None)
+    if attrs is not None:
+        names = attrs.split(",")
+        if len(set(names)) != len(names):
+            return "an attribute is given twice"
+        if any(not re.fullmatch(_ATTR, a) for a in names):
+            return "an attribute is empty or malformed (letters, digits and dots, starting with a letter)"
+    if head != head.lower():
+        return "it is not in lower case"
+    return "the fields are not <C>c.<G>g.<GB>gb"
 
 
 def parse_profile(text: str) -> dict:
-    """``1c.3g.20gb`` -> {"c": 1, "g": 3, "gb": 20, "attrs": ""}; ``1g.5gb+me`` -> attrs "+me"."""
-    match = PROFILE_RE.match(str(text).strip().lower())
-    if not match:
+    """``1c.3g.20gb`` -> {"c": 1, "g": 3, "gb": 20, "attrs": ""}; ``1g.5gb+me`` -> attrs "+me".
+
+    The format check only (go-nvlib's grammar, see PROFILE_RE): ``0g.0gb`` or ``4c.3g.40gb``
+    parse, and are refused when resolved against a device (``resolve_gi_profile``).
+    """
+    text = str(text)
+    match = PROFILE_RE.fullmatch(text)
+    attrs = (match.group("attrs") or "") if match else ""
+    names = attrs[1:].split(",") if attrs else []
+    values = [int(v) for v in (match.group("c", "g", "gb") if match else ()) if v is not None]
+    if not match or len(set(names)) != len(names) or any(v > _GO_INT_MAX for v in values):
         guess = guess_profile(text)
         hint = f" (did you mean '{guess}'?)" if guess else ""
-        raise MigError(f"'{text}' is not a MIG profile name{hint}: {_FORMAT_HELP}")
+        why = _format_problem(text) if not match or len(set(names)) != len(names) else "a number is too large"
+        raise MigError(f"'{text}' is not a MIG profile name{hint}: {_FORMAT_HELP} ({why})")
     g = int(match.group("g"))
     c = int(match.group("c")) if match.group("c") else g
-    if c < 1 or g < 1 or c > g:
-        raise MigError(f"'{text}': a compute instance cannot use {c} of {g} compute slices")
-    return {"c": c, "g": g, "gb": int(match.group("gb")), "attrs": match.group("attrs") or ""}
+    return {"c": c, "g": g, "gb": int(match.group("gb")), "attrs": attrs}
+
+
+def check_slices(want: dict, text: str) -> None:
+    """Refuse what parses but names no MIG device on any GPU (``0g.0gb``, ``4c.3g.40gb``)."""
+    if want["g"] < 1 or want["c"] < 1:
+        raise MigError(f"profile '{text}' names a MIG device with 0 compute slices, which no GPU has")
+    if want["c"] > want["g"]:
+        raise MigError(f"'{text}': a compute instance cannot use {want['c']} of {want['g']} compute slices")
 
 
 def attr_key(attrs: str) -> tuple:
@@ -74,12 +124,12 @@ def attr_key(attrs: str) -> tuple:
 
 
 def _attrs_of(name: str) -> str:
-    parsed = PROFILE_RE.match(name.lower())
+    parsed = PROFILE_RE.fullmatch(name.lower())
     return (parsed.group("attrs") or "") if parsed else ""
 
 
 def _gb_of(profile: dict) -> int:
-    parsed = PROFILE_RE.match(profile["name"].lower())
+    parsed = PROFILE_RE.fullmatch(profile["name"].lower())
     return int(parsed.group("gb")) if parsed else round(profile["memory_mib"] / 1024)
 
 
@@ -140,6 +190,7 @@ def resolve_gi_profile(profiles: list[dict], text: str, model: str = "this GPU",
     an H200) must not silently become a different layout.
     """
     want = parse_profile(text)
+    check_slices(want, text)
     gi_name = re.sub(r"^\d+c\.", "", str(text).strip().lower())
     named = [p for p in profiles if p["name"].lower() == gi_name]
     if named:

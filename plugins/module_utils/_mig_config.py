@@ -28,7 +28,7 @@ import re
 import stat
 import traceback
 
-from ansible_collections.gpuops.sharing.plugins.module_utils import _mig
+from ansible_collections.gpuops.sharing.plugins.module_utils import _catalogue, _mig
 
 try:
     import yaml
@@ -150,8 +150,49 @@ def _yaml_error(exc, source: str, line_offset: int = 0, column_offset: int = 0) 
     return ConfigError(f"{where}: not valid YAML: {text}{hint}")
 
 
+def _untab_flow(text: str) -> str:
+    """``text`` with each tab outside quoted strings turned into a space.
+
+    A JSON document indented with tabs is valid JSON, and mig-parted reads it (sigs.k8s.io/yaml;
+    its own api/spec/v1/spec_test.go cases are tab-indented JSON), but PyYAML refuses a tab
+    wherever a token may start.  Outside quotes a tab in such a document is only whitespace
+    between tokens, so a space means the same; inside quotes (JSON escapes its tabs, YAML may
+    not) it is kept.  Lines and columns are unchanged, so messages still point into the file.
+    """
+    out, quote, i = [], None, 0
+    while i < len(text):
+        ch = text[i]
+        if quote == '"' and ch == "\\":
+            out.append(text[i:i + 2])
+            i += 2
+            continue
+        if quote and ch == quote:
+            quote = None
+        elif quote is None and ch in "\"'":
+            quote = ch
+        out.append(" " if ch == "\t" and quote is None else ch)
+        i += 1
+    return "".join(out)
+
+
 def _documents(text: str, source: str, line_offset: int = 0, column_offset: int = 0) -> list[tuple]:
-    """[(node, data)] for each YAML document of ``text``; ConfigError with file and line on bad YAML."""
+    """[(node, data)] for each YAML document of ``text``; ConfigError with file and line on bad YAML.
+
+    A document in JSON's flow style (``{`` first) that is indented with tabs is read as the
+    same document indented with spaces (see ``_untab_flow``).
+    """
+    try:
+        return _load_documents(text, line_offset)
+    except yaml.YAMLError as exc:
+        if "\t" in text and text.lstrip(" \t\r\n").startswith(("{", "[")):
+            try:
+                return _load_documents(_untab_flow(text), line_offset)
+            except yaml.YAMLError:
+                pass
+        raise _yaml_error(exc, source, line_offset, column_offset) from None
+
+
+def _load_documents(text: str, line_offset: int) -> list[tuple]:
     loader = _Loader(text)
     loader.line_offset = line_offset
     docs = []
@@ -159,8 +200,6 @@ def _documents(text: str, source: str, line_offset: int = 0, column_offset: int 
         while loader.check_node():
             node = loader.get_node()
             docs.append((node, loader.construct_document(node)))
-    except yaml.YAMLError as exc:
-        raise _yaml_error(exc, source, line_offset, column_offset) from None
     finally:
         loader.dispose()
     return docs
@@ -467,17 +506,24 @@ def _parse_filter(value, where: str):
     text = value.strip()
     parts = [p.strip() for p in text.split(":")]
     if parts[0].lower().startswith("0x") or parts[0].isdigit():
+        if len(parts) > 2:
+            # mig-parted silently matches nothing here (api/spec/v1/helpers_test.go, "malformed
+            # filters with extra separators do not match"); a file with it is refused instead.
+            raise ConfigError(f"{where}: device-filter {text!r}: expected <devicevendor> or "
+                              "<devicevendor>:<subsystem>, e.g. 0x20B010DE:0x134F10DE (mig-parted would skip "
+                              "the entry)")
         try:
             values = [int(p, 16) if p.lower().startswith("0x") else int(p, 10) for p in parts]
         except ValueError:
             raise ConfigError(f"{where}: device-filter {text!r} is not a PCI id: expected "
                               "0x<device><vendor>[:0x<subsystem device><subsystem vendor>], e.g. 0x20B010DE or "
                               "0x20B010DE:0x134F10DE") from None
-        if len(values) > 2:
-            raise ConfigError(f"{where}: device-filter {text!r}: expected <devicevendor> or "
-                              "<devicevendor>:<subsystem>, e.g. 0x20B010DE:0x134F10DE")
-        if any(not 0 < v <= 0xFFFFFFFF for v in values):
-            raise ConfigError(f"{where}: device-filter {text!r}: each part must be a 32-bit id like 0x20B010DE")
+        # mig-parted (pkg/types/device.go NewDeviceIDFromString) takes any 32-bit value; a zero
+        # subsystem (0x25B610DE:0x00000000) is its way to match boards that report none.  A zero
+        # primary id names no GPU, so it stays refused here.
+        if not 0 < values[0] <= 0xFFFFFFFF or any(not 0 <= v <= 0xFFFFFFFF for v in values[1:]):
+            raise ConfigError(f"{where}: device-filter {text!r}: each part must be a 32-bit id like 0x20B010DE "
+                              "(the device id non-zero; a subsystem of 0x00000000 matches boards without one)")
         return ("pci", values[0], values[1] if len(values) == 2 else None)
     if re.fullmatch(r"[0-9A-Fa-f]{8}(:[0-9A-Fa-f]{8})?", text):
         raise ConfigError(f"{where}: device-filter {text!r} looks like a PCI id without its 0x; write "
@@ -526,6 +572,30 @@ def unknown_devices(entries: list[dict], gpus: list[dict]) -> list[str]:
     """Explicit device indices/UUIDs that name no GPU on the host."""
     known = {g["index"] for g in gpus} | {g["uuid"] for g in gpus}
     return [str(d) for e in entries if e["devices"] != "all" for d in e["devices"] if d not in known]
+
+
+def mig_parted_warnings(entries: list[dict]) -> list[str]:
+    """Warnings for what this module reads differently from mig-parted (docs/mig.md, "Differences").
+
+    A model name as device-filter is our extension: mig-parted parses every filter as a PCI id
+    (pkg/types/device.go NewDeviceIDFromString) and matches nothing when that fails, so an
+    entry filtered by model name is skipped there.  A file that mig-parted or the GPU Operator's
+    mig-manager reads too must use the PCI id, which the warning gives when the model is known.
+    """
+    warnings: list[str] = []
+    for entry in entries:
+        for value in entry["device_filter"]:
+            kind, *rest = _parse_filter(value, "device-filter")
+            if kind != "name":
+                continue
+            model = _catalogue.find_device(name=value)
+            pci = f" (for {model['name']}: \"0x{model['pci_device_id']:08X}\")" if model else ""
+            text = (f"device-filter '{value}' is a model name: this module matches it against the GPU's name, but "
+                    "mig-parted (and the GPU Operator's mig-manager) match device-filter only as a PCI device id "
+                    f"and skip this entry; if the file is read by mig-parted too, write the PCI id{pci}")
+            if text not in warnings:
+                warnings.append(text)
+    return warnings
 
 
 def filters_select_nothing(entries: list[dict], gpus: list[dict]) -> str | None:

@@ -13,15 +13,20 @@ No ansible imports here.
 
 from __future__ import annotations
 
+import argparse
 import os
+import re
 import signal
 import time
 
-from ansible_collections.gpuops.sharing.plugins.module_utils import _host, _mig, _mig_config, _mig_plan
+from ansible_collections.gpuops.sharing.plugins.module_utils import _boot, _host, _mig, _mig_config, _mig_plan
 from ansible_collections.gpuops.sharing.plugins.module_utils._nvml import Nvml, NvmlError
-from ansible_collections.gpuops.sharing.plugins.module_utils._runner import RunError, run
+from ansible_collections.gpuops.sharing.plugins.module_utils._runner import Op, RunError, run
 
 ERRORS = (_mig_config.ConfigError, _mig.MigError, NvmlError, OSError)
+BOOT_ENTRY = "gpuops-mig-apply"
+# systemd unit names as systemd.unit(5) allows them (no spaces, quotes or shell syntax can pass)
+UNIT_RE = re.compile(r"^(?!-)[A-Za-z0-9:_.\\@-]+(\.(service|socket|target|timer|path|scope|slice))?$")
 BOOT_ERRORS = ERRORS + (RunError,)
 
 # What can keep a GPU from being reset, and what to do about it (NVIDIA MIG User Guide,
@@ -70,7 +75,16 @@ class HostMig:
     errors = ERRORS
 
     def __init__(self, nv: Nvml, run_command, entries: list[dict], reset: str = "auto", force: bool = False,
-                 nvidia_smi: str | None = "nvidia-smi", process_timeout: float = 10.0):
+                 nvidia_smi: str | None = "nvidia-smi", process_timeout: float = 10.0,
+                 client_services: list[str] | None = None, systemctl: str | None = None,
+                 boot_dir: str | None = None, boot_sources: dict | None = None, atomic_move=None):
+        self.client_services = list(client_services or [])
+        self.systemctl = systemctl
+        self.boot_dir = boot_dir
+        self.boot_sources = boot_sources or {}
+        self.atomic_move = atomic_move
+        self.active_services: list[str] = []
+        self.boot_files: dict = {}
         self.nv = nv
         self.run_command = run_command
         self.entries = entries
@@ -86,6 +100,14 @@ class HostMig:
 
     # ------------------------------------------------------------------ observe
     def observe(self) -> list[dict]:
+        if self.boot_dir:
+            self.boot_files = self._boot_wanted()
+            current = {path: _host.read_managed(path) for path in self.boot_files}
+            for path in _host.list_files(os.path.join(self.boot_dir, _boot.LIB_SUBDIR)):
+                current.setdefault(path, _host.read_managed(path))
+            self.boot_current = current
+        if self.client_services and self.systemctl:
+            self.active_services = [unit for unit in self.client_services if self._is_active(unit)]
         gpus = []
         for index in range(self.nv.device_count()):
             try:
@@ -122,15 +144,39 @@ class HostMig:
                 facts["current"].append(gi)
         return facts
 
+    def _boot_wanted(self) -> dict:
+        entry = _boot.entry_point("re-applies the MIG layout at boot (gpuops-mig.service)", "_mig_host", "boot_main")
+        return _boot.files(self.boot_dir, self.boot_sources, _boot.COLLECTION_VERSION, BOOT_ENTRY, entry)
+
+    def _is_active(self, unit: str) -> bool:
+        if not UNIT_RE.match(unit):
+            return False  # refused by check
+        rc, out, _err = self.run_command([self.systemctl, "is-active", unit])
+        return rc == 0 and out.strip() in ("active", "activating", "reloading")
+
     # ------------------------------------------------------------------ plan and check
     def plan(self, gpus: list[dict]):
         self.planned = _mig_plan.plan_host(gpus, self.entries, self.reset, self.force)
         self.warnings.extend(self.planned["notes"])
         self.warnings.extend(self.planned["warnings"])
-        return self.planned["ops"]
+        ops = _boot.plan_files(self.boot_current, self.boot_files) if self.boot_dir else []
+        gpu_ops = self.planned["ops"]
+        if self.active_services and any(op.writes for op in gpu_ops):
+            units = ", ".join(self.active_services)
+            gpu_ops = ([Op("stop_services", "systemd", f"stop {units} (they hold the GPUs)",
+                           {"units": self.active_services})] + gpu_ops
+                       + [Op("start_services", "systemd", f"start {units} again", {"units": self.active_services},
+                             always=True)])
+        return ops + gpu_ops
 
     def check(self, gpus, ops) -> list[str]:
         problems = list(self.planned["problems"])
+        bad = [unit for unit in self.client_services if not UNIT_RE.match(unit)]
+        if bad:
+            problems.append("client_services must be systemd unit names (letters, digits and :_.\\@-, such as "
+                            f"nvidia-dcgm or dcgm-exporter.service), not {', '.join(repr(u) for u in bad)}")
+        if self.client_services and not self.systemctl:
+            problems.append("client_services needs systemd (systemctl was not found on this host)")
         if not problems and any(op.kind == "reset" for op in ops) and not self.nvidia_smi:
             problems.append("a GPU reset may be needed to apply the MIG mode, but nvidia-smi was not found; "
                             "install the NVIDIA driver utilities or use reset: never and reboot")
@@ -138,8 +184,20 @@ class HostMig:
 
     # ------------------------------------------------------------------ apply
     def apply(self, op, gpus):
-        gpu = self.handles[op.data["gpu"]]
         kind = op.kind
+        if kind == "write_file":
+            _host.write_file(op.data["path"], op.data["text"], op.data["mode"], self.atomic_move)
+            return None
+        if kind == "remove_file":
+            _host.remove_file(op.data["path"])
+            return None
+        if kind in ("stop_services", "start_services"):
+            verb = "stop" if kind == "stop_services" else "start"
+            rc, out, err = self.run_command([self.systemctl, verb, *op.data["units"]])
+            if rc != 0:
+                raise RunError(f"systemctl {verb} {' '.join(op.data['units'])} failed: {(err or out).strip()}")
+            return None
+        gpu = self.handles[op.data["gpu"]]
         if kind == "set_mig_mode":
             status = self.nv.set_mig_mode(gpu, op.data["enable"])
             if status not in ("SUCCESS", "IN_USE", "RESET_REQUIRED"):
@@ -241,6 +299,9 @@ class HostMig:
     # ------------------------------------------------------------------ verify and report
     def verify(self, gpus, ops) -> list[str]:
         problems = []
+        for path, text in self.boot_files.items():
+            if _host.read_managed(path) != text:
+                problems.append(f"{path} does not hold the boot code written to it")
         for item in self.planned["gpus"]:
             if not item["managed"] or item["gpu"]["index"] not in self.handles:
                 continue
@@ -266,7 +327,12 @@ class HostMig:
         results = []
         for item in self.planned["gpus"]:
             results.append(self._gpu_result(item, check_mode))
-        return {"gpus": results,
+        boot = None
+        if self.boot_dir:
+            boot = {"dir": self.boot_dir, "entry_point": os.path.join(self.boot_dir, BOOT_ENTRY),
+                    "version": self.boot_files[os.path.join(self.boot_dir, "VERSION")].splitlines()[0],
+                    "files": sorted(self.boot_files)}
+        return {"gpus": results, "boot": boot, "client_services": list(self.active_services),
                 "reboot_required": any(r["reboot_required"] for r in results),
                 "kept": sum(r["kept"] for r in results), "destroyed": sum(r["destroyed"] for r in results),
                 "created": sum(r["created"] for r in results)}
@@ -338,3 +404,25 @@ def apply_config_file(path: str, name: str | None, run_command, reset: str = "au
         for text in host.warnings:
             (log or (lambda _t: None))(text)
         return result
+
+
+def boot_main(argv: list[str], run_command, out) -> int:
+    """``gpuops-mig-apply``, which ``gpuops-mig.service`` runs at boot (the entry script calls this)."""
+    parser = argparse.ArgumentParser(prog=BOOT_ENTRY, description="Re-apply the MIG layout (gpuops.sharing).")
+    parser.add_argument("--config-file", required=True)
+    parser.add_argument("--config-name", required=True)
+    parser.add_argument("--reset", choices=["auto", "never"], default="auto")
+    parser.add_argument("--nvidia-smi", default="nvidia-smi")
+    args = parser.parse_args(argv)
+    try:
+        result = apply_config_file(args.config_file, args.config_name, run_command, reset=args.reset,
+                                   nvidia_smi=args.nvidia_smi, log=out)
+    except BOOT_ERRORS as exc:
+        out(f"{BOOT_ENTRY}: {getattr(exc, 'message', exc)}")
+        return 1
+    for gpu in result["gpus"]:
+        if gpu["managed"]:
+            out(f"GPU {gpu['index']}: " + ("; ".join(gpu["after"]) or "MIG off"))
+    if result["reboot_required"]:
+        out(f"{BOOT_ENTRY}: a reboot is required to finish")
+    return 0

@@ -382,6 +382,32 @@ def quit_grace(timeout) -> int:
     return max(0, math.ceil(float(timeout)))
 
 
+def refusals(commands: list[str], reply: str) -> str:
+    """What in the daemon's reply to ``commands`` is not an acknowledgement ('' when all succeeded).
+
+    Set commands answer nothing, except ``set_default_active_thread_percentage``, which echoes the
+    value it took as a float (``25`` -> ``25.0``; real control daemons, NVIDIA/k8s-device-plugin
+    issues).  That echo is taken out once per such command; anything left is the daemon's refusal.
+    """
+    lines = [line.strip() for line in reply.splitlines() if line.strip()]
+    for cmd in commands:
+        words = cmd.split()
+        if words[:1] != ["set_default_active_thread_percentage"] or len(words) != 2:
+            continue
+        try:
+            wanted = float(words[1])
+        except ValueError:
+            continue
+        for i, line in enumerate(lines):
+            try:
+                if float(line) == wanted:
+                    del lines[i]
+                    break
+            except ValueError:
+                continue
+    return "\n".join(lines)
+
+
 def command(op: dict) -> str:
     """The control-interface line of a daemon operation."""
     if op["op"] == "set_default_device_pinned_mem_limit":

@@ -121,10 +121,10 @@ class Control:
         if any(op["op"] == "start" for op in ops):
             self.start(desired)
         if commands:
-            reply = self._send(commands)
-            if reply.strip():   # set commands answer nothing when they succeed
+            refused = _mps.refusals(commands, self._send(commands))
+            if refused:   # set commands answer nothing (or echo the percentage) when they succeed
                 raise DaemonError(f"{self.target['name']}: the MPS control daemon refused "
-                                  f"{'; '.join(commands)}: {reply.strip()}")
+                                  f"{'; '.join(commands)}: {refused}")
         quits = [op for op in ops if op["op"] == "quit"]
         if quits:
             self.quit(timeout, _mps.command(quits[0]))

@@ -115,6 +115,26 @@ options:
       - With O(force=true), seconds to wait after SIGTERM before sending SIGKILL.
     type: float
     default: 10
+  client_services:
+    description:
+      - systemd units that hold the GPUs open and must not run while instances change (DCGM, dcgm-exporter,
+        the kubelet or a host-installed device plugin), as NVIDIA's mig-manager stops GPU clients around a change.
+      - Those of them that are active are stopped right before the first change and started again after the
+        last one, also when the change fails. When nothing changes they are not touched.
+      - Names are checked against the characters systemd allows in unit names, before anything changes.
+    type: list
+    elements: str
+    default: []
+  boot_dir:
+    description:
+      - Install the code that re-applies a layout at boot in this directory; that is the entry point
+        C(gpuops-mig-apply), every C(module_utils) file it imports (followed through their imports, from this
+        module's own code, so nothing is left out when the collection changes), and a C(VERSION) stamp naming
+        the collection version and a digest of the files. Files there that the code no longer needs are removed.
+      - The P(gpuops.sharing.mig#role) role sets it and runs the entry point from C(gpuops-mig.service) with the
+        host's python3, which needs nvidia-ml-py and PyYAML (Python 3.9 or newer).
+      - Files are written through a temporary file and an atomic rename, never through a symbolic link.
+    type: path
 notes:
   - Runs as root (C(become=true)).
   - GPU instance placements are in the driver's units (memory slices), as C(nvidia-smi mig -lgipp) prints them.
@@ -189,6 +209,17 @@ EXAMPLES = r"""
 - name: Reboot when the MIG mode change needs it
   ansible.builtin.reboot:
   when: mig.reboot_required
+  become: true
+
+- name: Change the layout with DCGM stopped around the change, and install the boot-time code
+  gpuops.sharing.mig:
+    config:
+      - devices: all
+        mig-enabled: true
+        mig-devices:
+          3g.40gb: 2
+    client_services: [nvidia-dcgm, dcgm-exporter]
+    boot_dir: /usr/local/lib/gpuops-sharing
   become: true
 """
 
@@ -291,6 +322,29 @@ operations:
   returned: always
   type: list
   elements: str
+boot:
+  description: The boot code installed with O(boot_dir) (V(null) without it).
+  returned: always
+  type: dict
+  contains:
+    dir:
+      description: O(boot_dir).
+      type: str
+    entry_point:
+      description: The script C(gpuops-mig.service) runs.
+      type: str
+    version:
+      description: The first line of the C(VERSION) stamp, such as V(gpuops.sharing 0.1.0).
+      type: str
+    files:
+      description: Every file the boot code is made of.
+      type: list
+      elements: str
+client_services:
+  description: Those of O(client_services) that were active, and so were stopped around a change.
+  returned: always
+  type: list
+  elements: str
 done:
   description:
     - The operations carried out, in order, with what the driver answered (new instance ids,
@@ -305,7 +359,7 @@ done:
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.gpuops.sharing.plugins.module_utils import _host, _mig, _mig_config, _mig_host
+from ansible_collections.gpuops.sharing.plugins.module_utils import _boot, _host, _mig, _mig_config, _mig_host
 from ansible_collections.gpuops.sharing.plugins.module_utils._nvml import (
     HAS_PYNVML,
     PYNVML_IMPORT_ERROR,
@@ -315,7 +369,7 @@ from ansible_collections.gpuops.sharing.plugins.module_utils._nvml import (
 from ansible_collections.gpuops.sharing.plugins.module_utils._runner import run_module
 
 EMPTY = {"changed": False, "reboot_required": False, "kept": 0, "destroyed": 0, "created": 0, "gpus": [],
-         "operations": [], "done": []}
+         "operations": [], "done": [], "boot": None, "client_services": []}
 
 
 def load_entries(module: AnsibleModule) -> list[dict]:
@@ -336,6 +390,8 @@ def main() -> None:
             "reset": {"type": "str", "choices": ["auto", "never"], "default": "auto"},
             "force": {"type": "bool", "default": False},
             "force_timeout": {"type": "float", "default": 10.0},
+            "client_services": {"type": "list", "elements": "str", "default": []},
+            "boot_dir": {"type": "path"},
         },
         mutually_exclusive=[("config", "config_file")],
         required_one_of=[("config", "config_file")],
@@ -346,10 +402,18 @@ def main() -> None:
         module.fail_json(msg=missing_required_lib("nvidia-ml-py"), exception=PYNVML_IMPORT_ERROR, **EMPTY)
     try:
         entries = load_entries(module)
+        for text in _mig_config.mig_parted_warnings(entries):
+            module.warn(text)
+        params = module.params
+        sources = _boot.closure(["_host", "_mig_host"], _boot.payload_source) if params["boot_dir"] else None
         with Nvml() as nv:
-            host = _mig_host.HostMig(nv, _host.module_runner(module), entries, reset=module.params["reset"],
-                                     force=module.params["force"], nvidia_smi=module.get_bin_path("nvidia-smi"),
-                                     process_timeout=module.params["force_timeout"])
+            host = _mig_host.HostMig(nv, _host.module_runner(module), entries, reset=params["reset"],
+                                     force=params["force"], nvidia_smi=module.get_bin_path("nvidia-smi"),
+                                     process_timeout=params["force_timeout"],
+                                     client_services=params["client_services"],
+                                     systemctl=module.get_bin_path("systemctl") if params["client_services"] else None,
+                                     boot_dir=params["boot_dir"], boot_sources=sources,
+                                     atomic_move=module.atomic_move)
             run_module(module, host, EMPTY)
     except (_mig_config.ConfigError, _mig.MigError) as exc:
         module.fail_json(msg=str(exc), **EMPTY)

@@ -15,7 +15,9 @@ description:
   - Edits C(/etc/nvidia/gridd.conf) in place. Only the keys given as options (or listed in O(remove)) are
     touched; comments, blank lines, order, line endings (CRLF included), a UTF-8 byte order mark, bytes that are
     not UTF-8, a missing final newline and every other key (C(IgnoreSP) of cloud images, for example) stay byte for
-    byte. A missing file is created with the layout of NVIDIA's C(gridd.conf.template); a symbolic link is followed.
+    byte. A missing file is created with the layout of NVIDIA's C(gridd.conf.template). A C(gridd.conf) that is a
+    symbolic link to an existing file is edited at the link's target (the link stays); a link whose target does
+    not exist is refused before anything changes.
   - Reads values the way NVIDIA's guides write them - C(Key=value), C(Key="value") - and leniently what they do not
     document (spaces around C(=), other letter cases of a key). A managed key set more than once keeps one line; a
     key this task does not manage that is set more than once gets a warning (NVIDIA does not document which line
@@ -24,12 +26,22 @@ description:
     key is managed.
   - Installs a client configuration token of the NVIDIA License System (NLS) from O(token_content) or from a file on
     the controller (O(token_src)) into C(/etc/nvidia/ClientConfigToken) (or the folder of
-    O(client_config_token_path)) with mode C(0744), as NVIDIA documents, and optionally removes other tokens.
+    O(client_config_token_path)) with mode C(0744), as NVIDIA documents, and optionally removes other tokens. A
+    symbolic link (or any file that is not a regular file) at the token's path, or a token folder that is a link,
+    is refused before anything changes; the token is never written through a link.
+  - Plans the whole run before the first write and writes in a safe order - the token folder and token first, then
+    C(gridd.conf) (so that a token that cannot be written never leaves C(gridd.conf) naming a folder without it),
+    then the restart, then the wait. Every file is replaced through a temporary file in its own folder and
+    C(AnsibleModule.atomic_move) (owner, mode and SELinux context kept). Runs on the same host are serialised with
+    an C(fcntl) lock (C(/run/lock/gpuops-sharing.vgpu_license.lock)) from the first read to the last write, so
+    parallel runs never lose each other's edits. RV(operations) lists the plan, RV(done) what was carried out;
+    a failure after a write reports C(changed=true) with RV(done).
   - Every value is checked before anything changes (host names and IP addresses, ports, C(FeatureType), booleans,
     ranges, no newlines, C(=), C(#) or quotes that could inject other keys); errors name the option and the value.
   - Restarts C(nvidia-gridd) only when the configuration or the token changed (C(systemctl restart nvidia-gridd)
-    where systemd runs; where no service manager runs, the running C(nvidia-gridd) is stopped with SIGTERM and
-    started again, as NVIDIA's pre-systemd init job did), then (O(wait=true))
+    where systemd runs; where no service manager runs, the daemon named by its pid file
+    C(/var/run/nvidia-gridd/nvidia-gridd.pid) is stopped with SIGTERM, as NVIDIA's driver container stops it, and
+    C(nvidia-gridd) is started again; processes are never signalled by name), then (O(wait=true))
     reads the license state through NVML (C(nvmlDeviceGetGridLicensableFeatures_v4); C(nvidia-smi -q) only on
     drivers without that call) until the VM is licensed or O(timeout) passes. On a timeout it fails with the reason
     and the last C(nvidia-gridd) log lines (C(journalctl -u nvidia-gridd), else C(/var/log/messages) or
@@ -153,7 +165,11 @@ options:
     description:
       - Restart C(nvidia-gridd) when the configuration or the token changed - with C(systemctl restart nvidia-gridd)
         when systemd is the running service manager (C(/run/systemd/system) exists), otherwise by stopping the
-        running C(nvidia-gridd) processes (SIGTERM) and running C(nvidia-gridd), which puts itself in the background.
+        daemon whose pid C(/var/run/nvidia-gridd/nvidia-gridd.pid) holds (SIGTERM; only when that process is alive
+        and named C(nvidia-gridd)) and running C(nvidia-gridd), which puts itself in the background.
+      - Without systemd, a running C(nvidia-gridd) that no pid file names (started by hand, or the pid file was
+        removed) makes the module refuse before anything changes; it is not signalled by its name, which other
+        processes (another container's daemon in a shared PID namespace) may have too.
       - Set V(false) where no service runs, for example while building an image.
     type: bool
     default: true
@@ -161,13 +177,38 @@ options:
     description:
       - Wait until every vGPU of the VM is licensed, and fail after O(timeout) seconds with the reason and the last
         C(nvidia-gridd) log lines.
-      - Also fails at once when no GPU of the host supports vGPU software licensing.
+      - Refused before anything changes when no GPU of the host supports vGPU software licensing.
     type: bool
     default: true
   timeout:
     description: Seconds to wait for the license (O(wait=true)); V(0) checks once.
     type: int
     default: 120
+  state:
+    description:
+      - V(present) configures licensing as the other options say.
+      - V(absent) removes what a V(present) run installed - the token O(token_name) from the token folder (with
+        O(remove_other_tokens=true) every other C(.tok) file too) and the C(gridd.conf) keys listed in O(remove) -
+        then restarts C(nvidia-gridd) (O(restart)) so that it reads the configuration without them; the VM is then
+        unlicensed. It takes no values to set, leaves C(gridd.conf) itself, the token folder and the
+        C(nvidia-gridd.service) of the driver in place, and does not wait (O(wait) does not apply).
+    type: str
+    choices: [present, absent]
+    default: present
+  enable:
+    description:
+      - Where systemd runs, also enable C(nvidia-gridd.service) (the unit the guest driver installs) and start it
+        when it is not running, in the same run (one C(systemctl show) reads its state). The module refuses
+        before anything changes when the unit is not installed or is masked.
+      - Ignored where no service manager runs, and with O(state=absent).
+    type: bool
+    default: false
+  pid_file:
+    description:
+      - The pid file of the running C(nvidia-gridd), read where no service manager runs to stop the daemon for a
+        restart. The default is where NVIDIA's daemon writes it.
+    type: path
+    default: /var/run/nvidia-gridd/nvidia-gridd.pid
 notes:
   - Licensing fails when the VM clock is far off; keep it synchronised (the P(gpuops.sharing.vgpu_guest#role) role
     checks it).
@@ -213,6 +254,12 @@ EXAMPLES = r"""
     feature_type: 1
     restart: false
     wait: false
+  become: true
+
+- name: Remove the token and the keys a present run set (the VM is then unlicensed)
+  gpuops.sharing.vgpu_license:
+    state: absent
+    remove: [feature_type]
   become: true
 
 - name: Move from the legacy server to NLS
@@ -267,6 +314,26 @@ waited:
   description: Seconds spent waiting for the license.
   returned: always
   type: float
+operations:
+  description:
+    - The whole plan, in order, one sentence per operation (what check mode would do). Every refusal is decided
+      before the first of them runs.
+  returned: always
+  type: list
+  elements: str
+  sample: ["write the client configuration token /etc/nvidia/ClientConfigToken/client_configuration_token.tok (mode 0744)",
+           "write /etc/nvidia/gridd.conf", "restart nvidia-gridd (systemctl restart nvidia-gridd)",
+           "wait up to 120 s until the VM is licensed"]
+done:
+  description:
+    - The operations carried out, in order (the wait writes nothing and is not listed). Empty in check mode.
+    - On a failure, what had been done before it (the task then reports C(changed=true) when this is not empty);
+      the next run continues from what exists then.
+  returned: always
+  type: list
+  elements: str
+  sample: ["write the client configuration token /etc/nvidia/ClientConfigToken/client_configuration_token.tok (mode 0744)",
+           "write /etc/nvidia/gridd.conf"]
 license:
   description:
     - The license state after the run, as NVML (or C(nvidia-smi -q)) reports it. Read once when O(wait=false) or in
@@ -300,30 +367,19 @@ license:
       elements: dict
 """
 
-import os
-
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.gpuops.sharing.plugins.module_utils import _gridd, _gridd_host
+from ansible_collections.gpuops.sharing.plugins.module_utils import _gridd, _gridd_host, _host
 from ansible_collections.gpuops.sharing.plugins.module_utils._nvml import HAS_PYNVML
+from ansible_collections.gpuops.sharing.plugins.module_utils._runner import run_module
 
-
-def change_text(option, before, after) -> str:
-    if option is None:
-        return "layout: file created or duplicate lines removed"
-
-    def show(value):
-        if value is None:
-            return "(unset)"
-        if isinstance(value, tuple):
-            return f"{_gridd.shown(value[1])} (invalid)"
-        return _gridd.shown(_gridd.render_value(option, value))
-
-    return f"{_gridd.KEYS[option][0]}: {show(before)} -> {show(after)}"
+EMPTY = {"changed": False, "path": None, "config": {}, "config_changes": [], "backup_file": None,
+         "token": {"path": None, "present": False, "changed": False}, "tokens_removed": [], "restarted": False,
+         "restart_required": False, "waited": 0.0, "license": _gridd.empty_license(), "operations": [], "done": []}
 
 
 def argument_spec() -> dict:
-    spec = {
+    return {
         "path": {"type": "path", "default": _gridd.DEFAULT_PATH},
         "server_address": {"type": "str"},
         "server_port": {"type": "int"},
@@ -347,22 +403,37 @@ def argument_spec() -> dict:
         "restart": {"type": "bool", "default": True},
         "wait": {"type": "bool", "default": True},
         "timeout": {"type": "int", "default": 120},
+        "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
+        "enable": {"type": "bool", "default": False},
+        "pid_file": {"type": "path", "default": _gridd_host.PIDFILE},
     }
-    return spec
 
 
 def main() -> None:
     module = AnsibleModule(argument_spec=argument_spec(), mutually_exclusive=[("token_content", "token_src")],
                            supports_check_mode=True)
     params = module.params
-    path = params["path"]
-    result = {"changed": False, "path": path, "config": {}, "config_changes": [], "backup_file": None,
-              "token": {"path": None, "present": False, "changed": False}, "tokens_removed": [],
-              "restarted": False, "restart_required": False, "waited": 0.0, "license": _gridd.empty_license()}
+    empty = dict(EMPTY)
+    empty["path"] = params["path"]
+    if params["token_src"] is not None:
+        module.fail_json(msg="token_src is read on the controller by the gpuops.sharing.vgpu_license action plugin; "
+                             "call the module through Ansible (or give token_content)", **empty)
+    if params["timeout"] < 0 or params["timeout"] > 3600:
+        module.fail_json(msg=f"timeout={params['timeout']} is out of range: give 0 to 3600 seconds", **empty)
+    try:
+        desired, remove = _gridd.desired_from_params(params)
+        request = {"path": params["path"], "desired": desired, "remove": remove,
+                   "token_name": _gridd.validate_token_name(params["token_name"]),
+                   "content": None if params["token_content"] is None
+                   else _gridd.validate_token_content(params["token_content"]),
+                   "remove_other_tokens": params["remove_other_tokens"], "backup": params["backup"],
+                   "restart": params["restart"], "wait": params["wait"], "timeout": params["timeout"],
+                   "state": params["state"], "enable": params["enable"], "pid_file": params["pid_file"]}
+        _gridd.validate_state(params["state"], desired, request["content"])
+    except _gridd.GriddError as exc:
+        module.fail_json(msg=str(exc), **empty)
 
-    def run(argv):
-        return module.run_command(argv, environ_update={"LC_ALL": "C", "LANG": "C"})
-
+    run = _host.module_runner(module)
     nvidia_smi = module.get_bin_path("nvidia-smi")
 
     def read_license():
@@ -370,110 +441,15 @@ def main() -> None:
             return _gridd.empty_license(), "nvidia-ml-py (import pynvml) is not installed for the Python Ansible uses"
         return _gridd_host.read_license(run, nvidia_smi)
 
-    if params["token_src"] is not None:
-        module.fail_json(msg="token_src is read on the controller by the gpuops.sharing.vgpu_license action plugin; "
-                             "call the module through Ansible (or give token_content)", **result)
-    if params["timeout"] < 0 or params["timeout"] > 3600:
-        module.fail_json(msg=f"timeout={params['timeout']} is out of range: give 0 to 3600 seconds", **result)
+    binaries = {name: module.get_bin_path(name) for name in ("systemctl", "nvidia-gridd", "journalctl")}
+    lock = None if module.check_mode else _gridd_host.Lock()
+    host = _gridd_host.HostGridd(request, run, module.atomic_move, module.backup_local, binaries, read_license,
+                                 lock=lock)
     try:
-        desired, remove = _gridd.desired_from_params(params)
-        token_name = _gridd.validate_token_name(params["token_name"])
-        content = None if params["token_content"] is None else _gridd.validate_token_content(params["token_content"])
-        text = _gridd_host.read_text(path)
-        new_text, changes = _gridd.plan(text, desired, remove)
-        current = _gridd.current_values(_gridd.parse(text or ""))
-        tdir = _gridd.token_dir(desired, remove, current)
-        tplan = _gridd_host.plan_tokens(tdir, token_name, content, params["remove_other_tokens"])
-    except _gridd.GriddError as exc:
-        module.fail_json(msg=str(exc), **result)
-
-    token_path = os.path.join(tdir, token_name)
-    result["config"] = _gridd.config_view(new_text)
-    result["config_changes"] = [change_text(*change) for change in changes]
-    result["tokens_removed"] = [os.path.join(tdir, name) for name in tplan["remove"]]
-    result["token"] = {"path": token_path, "changed": bool(tplan["write"] or tplan["chmod"]),
-                       "present": content is not None or os.path.exists(token_path)}
-    changed = bool(changes) or _gridd_host.token_changed(tplan)
-    result["changed"] = changed
-    result["restart_required"] = changed
-    if module._diff:
-        after = _gridd.current_values(_gridd.parse(new_text))
-        absent = [] if text is not None else [f"{path}: absent"]
-        result["diff"] = {
-            "before_header": path, "after_header": path,
-            "before": "\n".join(absent + _gridd.diff_lines(current) + _gridd_host.token_diff(tplan, "before")) + "\n",
-            "after": "\n".join(_gridd.diff_lines(after) + _gridd_host.token_diff(tplan, "after")) + "\n",
-        }
-
-    still = {key.lower() for key in _gridd.repeated_keys(new_text)}   # after this run's edits
-    for key, where in _gridd.repeated_keys(text).items():
-        if key.lower() not in still:
-            continue
-        module.warn(f"{path} sets {key} on more than one line (" + ", ".join(
-            f"line {number}: {_gridd.shown(value)!r}" for number, value in where) + "); NVIDIA does not document "
-            "which one nvidia-gridd uses (this module reads the first). Remove the extra lines, or manage the key "
-            "with this module, which keeps one")
-
-    before_license, _error = read_license()
-    if "feature_type" in desired:
-        modes = [g.get("virtualization_mode") for g in before_license["gpus"] if g.get("virtualization_mode")]
-        for warning in _gridd.feature_type_warnings(desired["feature_type"], modes):
-            module.warn(warning)
-    result["license"] = before_license
-    if module.check_mode:
-        module.exit_json(**result)
-
-    done = []
-    try:
-        if changes:
-            if params["backup"] and text is not None:
-                result["backup_file"] = module.backup_local(path)
-            os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
-            _gridd_host.write_atomic(path, _gridd_host.encode_text(new_text))
-            done.append(f"wrote {path}")
-        if _gridd_host.token_changed(tplan):
-            _gridd_host.apply_tokens(tplan, content)
-            done.append("updated the client configuration token folder " + tdir)
-    except OSError as exc:
-        module.fail_json(msg=f"cannot write {exc.filename or path}: {exc.strerror} (run the task with become: true)",
-                         done=done, **result)
-
-    if changed and params["restart"]:
-        how, error = _gridd_host.restart(run, module.get_bin_path("systemctl"), module.get_bin_path("nvidia-gridd"),
-                                         _gridd_host.systemd_booted())
-        if error:
-            log = _gridd_host.gridd_log(run, module.get_bin_path("journalctl"))
-            module.fail_json(msg=error + _log_text(log), done=done, **result)
-        result["restarted"] = True
-        result["restart_required"] = False
-        done.append(f"restarted nvidia-gridd ({how})")
-
-    if not params["wait"]:
-        result["license"], _error = read_license()
-        module.exit_json(**result)
-    license_result, error, waited = _gridd_host.wait_for_license(read_license, params["timeout"])
-    result["license"] = license_result
-    result["waited"] = waited
-    if error is None and license_result["state"] == "licensed":
-        module.exit_json(**result)
-    log = _gridd_host.gridd_log(run, module.get_bin_path("journalctl"))
-    if error is not None:
-        msg = f"cannot read the license state: {error}"
-    elif license_result["state"] == "unknown":
-        msg = ("no GPU of this host supports vGPU software licensing: "
-               + _gridd.unlicensed_reason(license_result))
-    else:
-        msg = (f"nvidia-gridd did not license this VM within {params['timeout']} s: "
-               f"{_gridd.unlicensed_reason(license_result)}. Check that the license server named in the client "
-               f"configuration token (or ServerAddress) is reachable from the VM, that the token is current, and "
-               f"that the clock is synchronised (timedatectl)")
-    module.fail_json(msg=msg + _log_text(log), done=done, **result)
-
-
-def _log_text(lines) -> str:
-    if not lines:
-        return ". No nvidia-gridd log lines were found (journalctl -u nvidia-gridd, /var/log/messages)."
-    return ". Last nvidia-gridd log lines:\n" + "\n".join(lines)
+        run_module(module, host, empty)
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ def cmd_init(args) -> None:
     try:
         data = device.new_state(args.model, args.gpus, host=args.host,
                                 passthrough_vm=args.passthrough_vm, driver_version=args.driver_version,
+                                profiles_when_mig_off=args.profiles_when_mig_off,
                                 vgpu_guest=args.vgpu_guest)
     except KeyError as exc:
         _fail(exc.args[0] if exc.args else str(exc))
@@ -244,6 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default=os.uname().nodename)
     p.add_argument("--driver-version", default="580.95.05")
     p.add_argument("--passthrough-vm", action="store_true", help="GPU reset not available (VM pass-through)")
+    p.add_argument("--profiles-when-mig-off", choices=["refuse", "list"], default="refuse",
+                   help="what GPU-instance profile queries answer while MIG mode is disabled: NOT_SUPPORTED "
+                        "(refuse, the default; see CATALOGUE_SOURCES.md) or the profiles (list)")
     p.add_argument("--mig-enabled", action="store_true", help="start with MIG mode enabled")
     p.add_argument("--vgpu-guest", metavar="VGPU_TYPE",
                    help="a VM with the vGPU guest driver whose GPUs are vGPUs of this type (A100-4C, A10-24Q)")

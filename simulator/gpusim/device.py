@@ -104,6 +104,10 @@ def new_state(model_key: str, count: int, host: str = "gpusim", **options) -> di
         "cuda_driver_version": options.get("cuda_driver_version", 13000),
         "library_present": True,
         "passthrough_vm": bool(options.get("passthrough_vm", False)),
+        # What nvmlDeviceGetGpuInstanceProfileInfo(V)/ProfileInfoByIdV/PossiblePlacements answer
+        # while MIG mode is off: "refuse" (NOT_SUPPORTED) or "list" (CATALOGUE_SOURCES.md, "GPU
+        # instance profiles with MIG disabled", has the evidence for the default).
+        "profiles_when_mig_off": profiles_when_mig_off(options.get("profiles_when_mig_off", "refuse")),
         "holders": [],          # clients holding the GPUs open (e.g. nvidia-dcgm) - block resets
         "gpus": gpus,
         "faults": [],
@@ -116,6 +120,24 @@ def new_state(model_key: str, count: int, host: str = "gpusim", **options) -> di
         state["vgpu_guest"] = lic.vgpu_guest_config(options["vgpu_guest"])
         state["license"] = lic.new_license()
     return state
+
+
+PROFILES_WHEN_MIG_OFF = ("refuse", "list")
+
+
+def profiles_when_mig_off(value: str) -> str:
+    if value not in PROFILES_WHEN_MIG_OFF:
+        raise ValueError(f"profiles_when_mig_off must be one of {', '.join(PROFILES_WHEN_MIG_OFF)}, not {value!r}")
+    return value
+
+
+def require_profiles_readable(state: dict, gpu: dict) -> dict:
+    """GPU-instance profile queries: NOT_SUPPORTED without MIG, and while MIG is off unless the
+    state says this driver lists them then (``profiles_when_mig_off: list``)."""
+    mig = mig_info(gpu)
+    if not gpu["mig_current"] and state.get("profiles_when_mig_off", "refuse") != "list":
+        raise DriverError("NOT_SUPPORTED", "MIG mode is disabled")
+    return mig
 
 
 def get_gpu(state: dict, index: int) -> dict:
@@ -165,8 +187,10 @@ def ci_profile(gi_prof: dict, profile_id: int) -> dict:
     for prof in gi_prof["compute_instance_profiles"]:
         if prof["id"] == profile_id:
             return prof
-    raise DriverError("INVALID_ARGUMENT",
-                      f"compute instance profile id {profile_id} does not exist in {gi_prof['name']}")
+    # nvml.h, nvmlGpuInstanceCreateComputeInstance: "NVML_ERROR_NOT_SUPPORTED If ... \\a profile isn't
+    # supported" (a profile the GPU instance does not offer), not INVALID_ARGUMENT.
+    raise DriverError("NOT_SUPPORTED",
+                      f"compute instance profile id {profile_id} is not offered by {gi_prof['name']}")
 
 
 def _overlaps(a_start: int, a_size: int, b_start: int, b_size: int) -> bool:
@@ -309,6 +333,7 @@ def destroy_gi(state: dict, index: int, gi_id: int) -> None:
         raise DriverError("IN_USE", f"GPU instance {gi_id} still has compute instances")
     if any(p.get("gi_id") == gi_id for p in live_processes(gpu)):
         raise DriverError("IN_USE", f"GPU instance {gi_id} is in use by processes")
+    _refuse_if_held(state, f"GPU instance {gi_id}")
     gpu["gpu_instances"].remove(gi)
     count_write(state)
 
@@ -367,8 +392,18 @@ def destroy_ci(state: dict, index: int, gi_id: int, ci_id: int) -> None:
     ci = get_ci(gi, ci_id)
     if any(p.get("gi_id") == gi_id and p.get("ci_id") == ci_id for p in live_processes(gpu)):
         raise DriverError("IN_USE", f"compute instance {ci_id} of GPU instance {gi_id} has running processes")
+    _refuse_if_held(state, f"compute instance {ci_id} of GPU instance {gi_id}")
     gi["compute_instances"].remove(ci)
     count_write(state)
+
+
+def _refuse_if_held(state: dict, what: str) -> None:
+    """A client holding the device open (nvidia-dcgm, nv-hostengine, dcgm-exporter) blocks destroying
+    GPU and compute instances: IN_USE, as on an H200 with driver 580 in NVIDIA/DCGM#276
+    ("Unable to destroy ... In use by another client" until nvidia-dcgm was stopped)."""
+    holders = state.get("holders", [])
+    if holders:
+        raise DriverError("IN_USE", f"{what} is held open by {', '.join(holders)}")
 
 
 def mig_devices(gpu: dict) -> list[tuple[dict, dict]]:
@@ -406,17 +441,24 @@ def gpu_busy_reasons(state: dict, gpu: dict) -> list[str]:
 
 
 def set_mig_mode(state: dict, index: int, mode: int) -> str:
-    """Returns the activation status name (``SUCCESS``, ``IN_USE``, ``RESET_REQUIRED``)."""
+    """Returns the activation status name (``SUCCESS``, ``IN_USE``, ``RESET_REQUIRED``); raises
+    INVALID_ARGUMENT for a mode other than 0/1 and IN_USE when disabling with GPU instances."""
     gpu = get_gpu(state, index)
     mig = mig_info(gpu)
-    mode = 1 if mode else 0
+    if mode not in (0, 1):
+        # nvml.h nvmlDeviceSetMigMode: "NVML_ERROR_INVALID_ARGUMENT If device, mode or activationStatus
+        # are invalid" (mode is NVML_DEVICE_MIG_DISABLE 0 or NVML_DEVICE_MIG_ENABLE 1)
+        raise DriverError("INVALID_ARGUMENT", f"MIG mode {mode} is neither 0 (disable) nor 1 (enable)")
     if mode == 0 and gpu["gpu_instances"]:
         raise DriverError("IN_USE", "GPU instances exist; destroy them before disabling MIG")
     count_write(state)
     busy = gpu_busy_reasons(state, gpu)
     if not mig.get("mode_change_requires_reset", model_of(gpu)["architecture"] in ARCH_NEEDS_RESET):
+        # nvml.h nvmlDeviceSetMigMode: the outcome of the change is reported in activationStatus
+        # ("NVML_ERROR_IN_USE ... if the GPU is in use"), the call itself succeeds; on Hopper and
+        # later nothing is left pending, so a busy GPU keeps its mode.
         if live_processes(gpu) and mode != gpu["mig_current"]:
-            raise DriverError("IN_USE", "processes are running on the GPU")
+            return "IN_USE"
         gpu["mig_current"] = gpu["mig_pending"] = mode
         return "SUCCESS"
     gpu["mig_pending"] = mode

@@ -357,6 +357,8 @@ class FakeLibrary:
 
     def c_nvmlDeviceSetMigMode(self, handle, mode, status_ref):
         _kind, gpu, _gi, _ci = self._resolve(self._state(), handle)
+        if not dev.model_of(gpu).get("mig"):
+            raise _Fail("NOT_SUPPORTED")
         status = self._mutate(lambda s: dev.set_mig_mode(s, gpu["index"], _int(mode)))
         _deref(status_ref).value = RC[status]
 
@@ -368,10 +370,14 @@ class FakeLibrary:
         _deref(ref).value = mig["gpu_slices"]
 
     # ---- GPU instance profiles
+    def _profiles_readable(self, gpu) -> dict:
+        try:
+            return dev.require_profiles_readable(self._state(), gpu)
+        except dev.DriverError as exc:
+            raise _Fail(exc.code) from None
+
     def _gi_prof_by_enum(self, gpu, enum_index):
-        mig = dev.model_of(gpu).get("mig")
-        if not mig:
-            raise _Fail("NOT_SUPPORTED")
+        mig = self._profiles_readable(gpu)
         if enum_index < 0 or enum_index >= len(NVML_GPU_INSTANCE_PROFILE_NAMES):
             raise _Fail("INVALID_ARGUMENT")
         name = NVML_GPU_INSTANCE_PROFILE_NAMES[enum_index]
@@ -380,9 +386,11 @@ class FakeLibrary:
                 return prof
         raise _Fail("NOT_SUPPORTED")
 
-    def _gi_prof_by_id(self, gpu, profile_id):
+    def _gi_prof_by_id(self, gpu, profile_id, need_readable=True):
         if not dev.model_of(gpu).get("mig"):
             raise _Fail("NOT_SUPPORTED")
+        if need_readable:
+            self._profiles_readable(gpu)
         try:
             return dev.gi_profile(gpu, _int(profile_id))
         except dev.DriverError:
@@ -421,7 +429,7 @@ class FakeLibrary:
 
     def c_nvmlDeviceGetGpuInstanceRemainingCapacity(self, handle, profile_id, ref):
         _kind, gpu, _gi, _ci = self._resolve(self._state(), handle)
-        prof = self._gi_prof_by_id(gpu, profile_id)
+        prof = self._gi_prof_by_id(gpu, profile_id, need_readable=False)
         if not gpu["mig_current"]:
             raise _Fail("NOT_SUPPORTED")
         _deref(ref).value = dev.gi_remaining_capacity(gpu, prof)
@@ -429,7 +437,7 @@ class FakeLibrary:
     # ---- GPU instances
     def _create_gi(self, handle, profile_id, placement, ref):
         _kind, gpu, _gi, _ci = self._resolve(self._state(), handle)
-        self._gi_prof_by_id(gpu, profile_id)
+        self._gi_prof_by_id(gpu, profile_id, need_readable=False)
         index = gpu["index"]
         gi = self._mutate(lambda s: dev.create_gi(s, index, _int(profile_id), placement))
         _put_handle(ref, encode_handle(KIND_GI, index, gi["id"]))
@@ -447,7 +455,7 @@ class FakeLibrary:
 
     def c_nvmlDeviceGetGpuInstances(self, handle, profile_id, array, count_ref):
         _kind, gpu, _gi, _ci = self._resolve(self._state(), handle)
-        prof = self._gi_prof_by_id(gpu, profile_id)
+        prof = self._gi_prof_by_id(gpu, profile_id, need_readable=False)
         if not gpu["mig_current"]:
             raise _Fail("NOT_SUPPORTED")
         found = [gi for gi in gpu["gpu_instances"] if gi["profile_id"] == prof["id"]]
@@ -505,8 +513,8 @@ class FakeLibrary:
     def _ci_prof_by_id(self, gpu, gi, profile_id):
         try:
             return dev.ci_profile(dev.gi_profile(gpu, gi["profile_id"]), _int(profile_id))
-        except dev.DriverError:
-            raise _Fail("INVALID_ARGUMENT") from None
+        except dev.DriverError as exc:
+            raise _Fail(exc.code) from None
 
     def c_nvmlGpuInstanceGetComputeInstanceRemainingCapacity(self, gi_handle, profile_id, ref):
         _kind, gpu, gi, _ci = self._resolve(self._state(), gi_handle, (KIND_GI,))

@@ -346,7 +346,8 @@ gpusim's nvidia-gridd (the vGPU licensing daemon of the guest driver).  Like the
 daemonizes: the unit NVIDIA's guest driver installs is Type=forking, ExecStart=/usr/bin/nvidia-gridd,
 ExecStopPost=/bin/rm -rf /var/run/nvidia-gridd (simulator/systemd/nvidia-gridd.service), and logs to
 syslog as "nvidia-gridd[PID]: ..." (journalctl -u nvidia-gridd).  It writes its pid to
-/var/run/nvidia-gridd/nvidia-gridd.pid (gpusim's choice: NVIDIA documents no pid file).
+/var/run/nvidia-gridd/nvidia-gridd.pid, the file NVIDIA's driver container stops it by
+(NVIDIA/gpu-driver-container, ubuntu22.04/nvidia-driver, _unload_driver, commit 7796e735).
 gpusim-only options: --foreground (do not fork; log lines also to stderr), --once (decide, log and
 exit: no daemon).  Environment: GPUSIM_STATE, GPUSIM_GRIDD_CONF (default /etc/nvidia/gridd.conf),
 GPUSIM_GRIDD_RUNDIR (default /var/run/nvidia-gridd), GPUSIM_GRIDD_RETRY (seconds between attempts, 5).

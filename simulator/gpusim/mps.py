@@ -36,9 +36,11 @@ What is modelled, and from where:
   <server PID> <client PID>`` (prints ``0`` on success), ``ps [-p PID]`` (header ``PID ID SERVER DEVICE
   NAMESPACE COMMAND``, the device as its partial UUID, ``GPU-cb1213a3-d6a4-be7f``, as in NVIDIA's
   example) and ``quit [-t <seconds>]``.  Percentages print as floats (``25.0``; a k8s-device-plugin
-  daemon set to 12 answers ``12.0``).  Memory values are "an integer followed by a qualifier, either G
-  or M" (G = 1024 M) and are not echoed as set: limits of 1 GiB and more print in whole GiB, rounded
-  down (real daemons: ``5120M`` reads back ``5G``, ``1044M`` reads back ``1G`` on driver 595.91.07),
+  daemon set to 12 answers ``12.0``), and ``set_default_active_thread_percentage`` answers with the
+  value it set (``25.0``); every reply line is logged in ``control.log`` after its ``Cmd:`` line.
+  Memory values are "an integer followed by a qualifier, either G or M" (G = 1024 M) and are not
+  echoed as set: limits of 1 GiB and more print in whole GiB, rounded down (real daemons: ``5120M``
+  reads back ``5G``, ``1044M`` reads back ``1G`` on driver 595.91.07),
   smaller ones in M (``900M``); the daemon keeps the exact value, which servers and clients get.
 * ``dev`` "may be a device UUID string or an integer ordinal" and "is not validated": the defaults
   are kept per identifier ("this command does not translate between device UUIDs or ordinals").  When
@@ -333,13 +335,21 @@ class Daemon:
         self.log("NEW UI")
         self.log("Cmd:" + " ".join(words))
         handler = getattr(self, "cmd_" + cmd, None)
+        reply = ""
         try:
             if handler is None:
-                return f"Unknown command: {cmd} ({GPUSIM_WORDING})\n"
-            return handler(*args)
+                reply = f"Unknown command: {cmd} ({GPUSIM_WORDING})\n"
+            else:
+                reply = handler(*args)
+            return reply
         except TypeError:
-            return f"Invalid arguments for {cmd}: {' '.join(args) or '(none)'} ({GPUSIM_WORDING})\n"
+            reply = f"Invalid arguments for {cmd}: {' '.join(args) or '(none)'} ({GPUSIM_WORDING})\n"
+            return reply
         finally:
+            # the daemon logs what it answered after the command's Cmd: line, one log line per
+            # reply line, then UI closed (real control.log, NVIDIA/k8s-device-plugin issues)
+            for line in reply.splitlines():
+                self.log(line)
             self.log("UI closed")
 
     def _internal(self, cmd: str, args: list[str]) -> str:
@@ -384,7 +394,9 @@ class Daemon:
         if pct is None:
             return self._bad("active thread percentage", value)
         self.defaults["active_thread_percentage"] = pct
-        return ""
+        # the daemon answers with the value it took, as a float: "set_default_active_thread_percentage
+        # 25" prints 25.0 (real daemons, NVIDIA/k8s-device-plugin issues; issue 14, item 9)
+        return _pct_text(pct) + "\n"
 
     def cmd_get_default_active_thread_percentage(self) -> str:
         return _pct_text(self.defaults["active_thread_percentage"]) + "\n"

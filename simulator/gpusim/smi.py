@@ -1,8 +1,8 @@
 """The fake ``nvidia-smi``: the subset people and our docs use, shaped like the real tool.
 
-Supported: ``-L``; ``-q [-i ID]``; ``--query-gpu=FIELDS --format=csv[,noheader][,nounits]``;
+Supported: ``-L``; ``-q [-i ID]`` (``-i`` takes an index, a UUID or a PCI bus id); ``--query-gpu=FIELDS --format=csv[,noheader][,nounits]``;
 ``-mig 0|1 [-i ID]``; ``-r|--gpu-reset -i ID``; ``-pm 0|1``, ``-c MODE`` (with ``-i``);
-``mig -lgip|-lgipp|-lgi|-lci [-i ID]``; ``mig -cgi LIST [-C]``, ``mig -cci [LIST] -gi ID``,
+``mig -lgip|-lgipp|-lgi|-lci|-lcip [-gi ID] [-i ID]``; ``mig -cgi LIST [-C]``, ``mig -cci [LIST] -gi ID``,
 ``mig -dci [-gi ID] [-ci ID]``, ``mig -dgi [-gi ID]``.
 Exit codes follow nvidia-smi(1): 0 success, 2 bad argument, 3 not supported,
 6 not found, 9 driver not loaded, 12 NVML library not found, 15 GPU lost,
@@ -42,18 +42,39 @@ def _onoff(value: int) -> str:
     return "Enabled" if value else "Disabled"
 
 
+def _bus_key(text: str) -> str | None:
+    """A PCI bus id as nvidia-smi -i takes it (domain:bus:device.function, the domain optional or of
+    4 or 8 hex digits), normalised to the 8-digit form the driver prints; None if it is not one."""
+    parts = text.strip().upper().split(":")
+    if len(parts) == 2:
+        parts = ["0"] + parts
+    if len(parts) != 3 or "." not in parts[2]:
+        return None
+    dev, _dot, fn = parts[2].partition(".")
+    try:
+        domain, bus, dev_n, fn_n = (int(x, 16) for x in (parts[0], parts[1], dev, fn))
+    except ValueError:
+        return None
+    return "%08X:%02X:%02X.%X" % (domain, bus, dev_n, fn_n)
+
+
 def _select(state: dict, ident: str | None) -> list[dict]:
+    """``-i``: a GPU index, a GPU UUID or a PCI bus id (nvidia-smi(1) "-i, --id=ID"), or a
+    comma-separated list of them.  An index selects that GPU only (``-i 0`` used to select every GPU
+    whose bus id ended in 0 as well)."""
     if ident is None:
         return list(state["gpus"])
     chosen = []
     for part in ident.split(","):
         part = part.strip()
+        bus = _bus_key(part)
         match = [g for g in state["gpus"]
-                 if str(g["index"]) == part or g["uuid"] == part or g["pci_bus_id"].lower().endswith(part.lower())]
+                 if (part.isdigit() and g["index"] == int(part)) or g["uuid"] == part
+                 or (bus is not None and _bus_key(g["pci_bus_id"]) == bus)]
         if not match:
             raise SmiExit(6, f"No devices were found matching {part!r}\n" if not part.isdigit()
                           else f"Invalid GPU index or UUID: {part}\n")
-        chosen.extend(match)
+        chosen.extend(g for g in match if g not in chosen)
     return chosen
 
 
@@ -76,7 +97,8 @@ def list_gpus(state: dict) -> str:
                 gi_prof = dev.gi_profile(gpu, gi["profile_id"])
                 ci_prof = dev.ci_profile(gi_prof, ci["profile_id"])
                 name = ci_prof["name"] if ci_prof["slices"] != gi_prof["slices"] else gi_prof["name"]
-                out.append(f"  MIG {name:<14} Device {i:>2}: (UUID: {ci['uuid']})")
+                # "  MIG 3g.40gb     Device  0: (UUID: MIG-...)" (NVIDIA/nvidia-container-toolkit#203)
+                out.append(f"  MIG {name:<11} Device {i:>2}: (UUID: {ci['uuid']})")
     return "\n".join(out) + "\n"
 
 
@@ -87,7 +109,9 @@ def _query_block(state: dict, gpu: dict) -> list[str]:
     domain, bus, rest = gpu["pci_bus_id"].split(":")
 
     def kv(key, value, ind=4):
-        return f"{' ' * ind}{key:<{38 - ind}}: {value}"
+        # "    Product Name                          : NVIDIA H200": every key, top level or nested,
+        # is padded so that its colon stands at index 42, as the top-level keys below are
+        return f"{' ' * ind}{key:<{42 - ind}}: {value}"
 
     lines = [f"GPU {gpu['pci_bus_id']}",
              kv("Product Name", model["name"]),
@@ -208,22 +232,33 @@ def _mig_gpus(gpus: list[dict]) -> list[dict]:
 
 
 def list_gi_profiles(gpus: list[dict]) -> str:
-    rule = "+" + "-" * 77 + "+"
-    out = [rule, "| GPU instance profiles:" + " " * 54 + "|",
-           "| GPU   Name             ID    Instances   Memory     P2P    SM    DEC   ENC  |",
-           "|                              Free/Total   GiB              CE    JPEG  OFA  |",
-           "|" + "=" * 77 + "|"]
-    for gpu in _mig_gpus(gpus):
+    """``nvidia-smi mig -lgip``, column for column as NVIDIA's own pastes (mig-parted PR #187 on B200,
+    gpu-operator PR #900 on H100 NVL, both 79 columns wide).  A driver with longer profile names
+    (``1g.24gb+me.all``, bigstack-oss/cubecos#312) widens the Name column, and the frame to 81."""
+    chosen = _mig_gpus(gpus)
+    longest = max(len(p["name"]) for g in chosen for p in dev.gi_profiles(g))
+    extra = max(0, longest + 1 - 13)
+    width = 77 + extra
+    rule = "+" + "-" * width + "+"
+
+    def widen(line: str) -> str:
+        return line[:12] + " " * extra + line[12:]
+
+    out = [rule, "| GPU instance profiles:".ljust(width + 1) + "|",
+           widen("| GPU   Name             ID    Instances   Memory     P2P    SM    DEC   ENC  |"),
+           widen("|                              Free/Total   GiB              CE    JPEG  OFA  |"),
+           "|" + "=" * width + "|"]
+    for gpu in chosen:
         for prof in dev.gi_profiles(gpu):
             free = dev.gi_remaining_capacity(gpu, prof)
             mem = "%.2f" % (prof["memory_mib"] / 1024)
             p2p = "Yes" if prof.get("p2p") else "No"
-            row1 = (f"| {gpu['index']:>3}  MIG {prof['name']:<13} {prof['id']:>3}   {free:>3}/{prof['instance_count']:<3}"
-                    f"     {mem:>6}     {p2p:<4}  {prof.get('multiprocessor_count') or 0:>4}  "
-                    f"{prof.get('decoders') or 0:>4}  {prof.get('encoders') or 0:>4}   |")
-            row2 = (f"|{'':>62}{prof.get('copy_engines') or 0:>3}  {prof.get('jpegs') or 0:>4}  "
-                    f"{prof.get('ofas') or 0:>4}   |")
-            out += [row1, row2, rule]
+            out.append(f"|{gpu['index']:>4}  MIG {prof['name']:<{13 + extra}}{prof['id']:>3}{free:>6}/"
+                       f"{prof['instance_count']:<3}{mem:>11}      {p2p:<3}{prof.get('multiprocessor_count') or 0:>6}"
+                       f"{prof.get('decoders') or 0:>6}{prof.get('encoders') or 0:>6}   |")
+            out.append(f"|{'':{56 + extra}}{prof.get('copy_engines') or 0:>6}{prof.get('jpegs') or 0:>6}"
+                       f"{prof.get('ofas') or 0:>6}   |")
+            out.append(rule)
     return "\n".join(out) + "\n"
 
 
@@ -239,19 +274,22 @@ def list_gi_placements(gpus: list[dict]) -> str:
 
 
 def list_gis(gpus: list[dict]) -> str:
+    """``nvidia-smi mig -lgi`` as real output prints it (NVIDIA/DCGM#138): per GPU, rows grouped by
+    profile in the order -lgip lists the profiles, each row followed by a rule."""
+    rule = "+" + "-" * 55 + "+"
     rows = []
     for gpu in _mig_gpus(gpus):
-        for gi in gpu["gpu_instances"]:
+        order = {p["id"]: i for i, p in enumerate(dev.gi_profiles(gpu))}
+        for gi in sorted(gpu["gpu_instances"], key=lambda g: (order.get(g["profile_id"], 99), g["id"])):
             prof = dev.gi_profile(gpu, gi["profile_id"])
-            rows.append(f"| {gpu['index']:>3}  MIG {prof['name']:<13} {gi['profile_id']:>5}    {gi['id']:>5}"
-                        f"          {gi['start']}:{gi['size']:<5}  |")
+            rows += [f"|{gpu['index']:>4}  MIG {prof['name']:<13}{gi['profile_id']:>5}{gi['id']:>9}"
+                     f"{'':10}{str(gi['start']) + ':' + str(gi['size']):<8}|", rule]
     if not rows:
         raise SmiExit(6, "No GPU instances found: Not Found\n")
-    rule = "+" + "-" * 55 + "+"
     return "\n".join([rule, "| GPU instances:" + " " * 40 + "|",
                       "| GPU   Name             Profile  Instance   Placement  |",
                       "|                          ID       ID       Start:Size |",
-                      "|" + "=" * 55 + "|"] + rows + [rule]) + "\n"
+                      "|" + "=" * 55 + "|"] + rows) + "\n"
 
 
 def list_cis(gpus: list[dict]) -> str:
@@ -272,6 +310,40 @@ def list_cis(gpus: list[dict]) -> str:
                       "|" + "=" * 72 + "|"] + rows + [rule]) + "\n"
 
 
+def list_ci_profiles(gpus: list[dict], gi_ids: list[int]) -> str:
+    """``nvidia-smi mig -lcip [-gi ID]``.  The frame and the first header lines are NVIDIA's (an H100's
+    ``-lcip -gi 0`` in NVIDIA/gpu-operator#622); the rows follow the MIG User Guide's A100 example
+    (the default profile marked ``*``).  Only the header is checked against a real sample: no
+    complete real -lcip could be read from here."""
+    width = 86
+    rule = "+" + "-" * width + "+"
+    out = [rule, "| Compute instance profiles:".ljust(width + 1) + "|",
+           "| GPU     GPU       Name             Profile  Instances   Exclusive       Shared       |",
+           "|       Instance                       ID     Free/Total     SM       DEC   ENC   OFA  |",
+           "|         ID                                                          CE    JPEG       |",
+           "|" + "=" * width + "|"]
+    rows = 0
+    for gpu in _mig_gpus(gpus):
+        for gi in gpu["gpu_instances"]:
+            if gi_ids and gi["id"] not in gi_ids:
+                continue
+            gi_prof = dev.gi_profile(gpu, gi["profile_id"])
+            for prof in gi_prof["compute_instance_profiles"]:
+                used = sum(1 for c in gi["compute_instances"] if c["profile_id"] == prof["id"])
+                free = len([p for p in dev.ci_free_placements(gi, prof)][:max(0, prof["instance_count"] - used)])
+                pid = f"{prof['id']}{'*' if prof.get('default') else ' '}"
+                out.append(f"|{gpu['index']:>4}{gi['id']:>7}       MIG {prof['name']:<13}{pid:>5}"
+                           f"{free:>6}/{prof['instance_count']:<3}{prof.get('multiprocessor_count') or 0:>11}"
+                           f"{gi_prof.get('decoders') or 0:>10}{gi_prof.get('encoders') or 0:>6}"
+                           f"{gi_prof.get('ofas') or 0:>6}   |")
+                out.append(f"|{'':64}{gi_prof.get('copy_engines') or 0:>6}{gi_prof.get('jpegs') or 0:>8}{'':8}|")
+                out.append(rule)
+                rows += 1
+    if not rows:
+        raise SmiExit(6, "No GPU instances found: Not Found\n")
+    return "\n".join(out) + "\n"
+
+
 # ---------------------------------------------------------------------- changes
 
 def _resolve_gi_profile(gpu: dict, token: str) -> dict:
@@ -280,6 +352,12 @@ def _resolve_gi_profile(gpu: dict, token: str) -> dict:
         if token == str(prof["id"]) or token == prof["name"] or token == "MIG " + prof["name"]:
             return prof
     raise SmiExit(2, f"Invalid profile ID/name {token!r} for GPU {gpu['index']}\n")
+
+
+def _default_ci(gi_prof: dict) -> dict:
+    """The CI profile ``-C`` / a bare ``-cci`` creates: the GI's default (``*`` in ``-lcip``); on the
+    1g GI with two memory slices that is ID 7 ("-cgi 15 -C ... using profile MIG 1g.20gb (ID 7)")."""
+    return next(c for c in gi_prof["compute_instance_profiles"] if c.get("default"))
 
 
 def create_gis(path: str, gpus: list[dict], spec: str, with_ci: bool) -> str:
@@ -293,14 +371,16 @@ def create_gis(path: str, gpus: list[dict], spec: str, with_ci: bool) -> str:
                     out.append(f"Successfully created GPU instance ID {gi['id']:>2} on GPU {gpu['index']:>2} "
                                f"using profile MIG {prof['name']} (ID {prof['id']:>2})")
                     if with_ci:
-                        ci_prof = next(c for c in prof["compute_instance_profiles"] if c["slices"] == prof["slices"])
+                        ci_prof = _default_ci(prof)
                         ci = dev.create_ci(state, gpu["index"], gi["id"], ci_prof["id"])
                         out.append(f"Successfully created compute instance ID {ci['id']:>2} on GPU {gpu['index']:>2} "
                                    f"GPU instance ID {gi['id']:>2} using profile MIG {ci_prof['name']} "
                                    f"(ID {ci_prof['id']:>2})")
             except dev.DriverError as exc:
+                # the MIG guide's "-cgi 19,19,14,9" example: the refusal, then a closing line
                 out.append(f"Unable to create a GPU instance on GPU {gpu['index']:>2} using profile "
                            f"{prof['id']}: {_err_text(exc.code)}")
+                out.append(f"Failed to create GPU instances: {_err_text(exc.code)}")
                 rc = EXIT.get(exc.code, 255)
                 break
     raise SmiExit(rc, "\n".join(out) + "\n")
@@ -314,7 +394,7 @@ def create_cis(path: str, gpus: list[dict], gi_ids: list[int], spec: str | None)
             tokens = spec.split(",") if spec else [None]
             for token in tokens:
                 if token is None:
-                    ci_prof = next(c for c in gi_prof["compute_instance_profiles"] if c["slices"] == gi_prof["slices"])
+                    ci_prof = _default_ci(gi_prof)
                 else:
                     ci_prof = next((c for c in gi_prof["compute_instance_profiles"]
                                     if token.strip() in (str(c["id"]), c["name"])), None)
@@ -484,6 +564,8 @@ def run(argv: list[str]) -> tuple[int, str]:
                 return 0, list_gi_placements(gpus)
             if _take(argv, "-lgi", "--list-gpu-instances", value=False):
                 return 0, list_gis(gpus)
+            if _take(argv, "-lcip", "--list-compute-instance-profiles", value=False):
+                return 0, list_ci_profiles(gpus, _ids(gi))
             if _take(argv, "-lci", "--list-compute-instances", value=False):
                 return 0, list_cis(gpus)
             with_ci = _take(argv, "-C", "--default-compute-instance", value=False)

@@ -146,14 +146,42 @@ def test_reboot_keeps_mig_mode_and_drops_everything_else(host, nvml):
             assert n.nvmlDeviceGetComputeMode(h) == n.NVML_COMPUTEMODE_DEFAULT
 
 
-def test_mig_disabled_gpu_has_no_instances_api(host, nvml):
-    host.init("A100-SXM4-40GB", 1)
+@pytest.mark.parametrize("flag", [[], ["--profiles-when-mig-off", "refuse"]])
+def test_mig_disabled_gpu_refuses_profile_queries_by_default(host, nvml, flag):
+    """MIG off: no instances API, and (the default, CATALOGUE_SOURCES.md "GPU instance profiles with
+    MIG disabled") the profile queries answer NOT_SUPPORTED too.  The test used to assert that
+    profiles are readable with MIG off; that is now the non-default 'list' behaviour below."""
+    host.init("A100-SXM4-40GB", 1, *flag)
+    with nvml as n:
+        h = n.nvmlDeviceGetHandleByIndex(0)
+        with pytest.raises(n.NVMLError_NotSupported):
+            n.nvmlDeviceCreateGpuInstance(h, 19)
+        for call in (lambda: n.nvmlDeviceGetGpuInstanceProfileInfo(h, n.NVML_GPU_INSTANCE_PROFILE_1_SLICE),
+                     lambda: n.nvmlDeviceGetGpuInstanceProfileInfoV(h, n.NVML_GPU_INSTANCE_PROFILE_1_SLICE),
+                     lambda: n.nvmlDeviceGetGpuInstancePossiblePlacements(h, 19, None, ctypes.byref(ctypes.c_uint()))):
+            with pytest.raises(n.NVMLError_NotSupported):
+                call()
+    assert host.state()["profiles_when_mig_off"] == "refuse"
+
+
+def test_mig_disabled_gpu_lists_profiles_when_told(host, nvml):
+    host.init("A100-SXM4-40GB", 1, "--profiles-when-mig-off", "list")
     with nvml as n:
         h = n.nvmlDeviceGetHandleByIndex(0)
         with pytest.raises(n.NVMLError_NotSupported):
             n.nvmlDeviceCreateGpuInstance(h, 19)
         info = n.nvmlDeviceGetGpuInstanceProfileInfo(h, n.NVML_GPU_INSTANCE_PROFILE_1_SLICE)
-        assert info.id == 19  # profiles are readable with MIG off
+        assert info.id == 19
+        count = ctypes.c_uint()
+        n.nvmlDeviceGetGpuInstancePossiblePlacements(h, 19, None, ctypes.byref(count))
+        assert count.value == 7
+        with pytest.raises(n.NVMLError_NotSupported):
+            n.nvmlDeviceGetGpuInstanceRemainingCapacity(h, 19)   # capacity needs MIG on in both
+
+
+def test_profiles_when_mig_off_refuses_other_values(host):
+    with pytest.raises(SystemExit):
+        host.init("A100-SXM4-40GB", 1, "--profiles-when-mig-off", "maybe")
 
 
 def test_processes_per_gpu_and_per_mig_device(host, nvml):
@@ -321,3 +349,93 @@ def test_media_engines_allow_one_me_instance_on_a30(host, nvml):
     with nvml as n:
         h = n.nvmlDeviceGetHandleByIndex(0)
         assert n.nvmlDeviceGetGpuInstanceRemainingCapacity(h, 6) == 0
+
+
+# ---- issue 14: NVML semantics as nvml.h and real output describe them
+
+def first_gi(n, host):
+    gi_id = host.state()["gpus"][0]["gpu_instances"][0]["id"]
+    return n.nvmlDeviceGetGpuInstanceById(n.nvmlDeviceGetHandleByIndex(0), gi_id)
+
+
+@pytest.mark.parametrize("model,name", [("A100-SXM4-40GB", "1g.10gb"), ("H100-SXM5-80GB", "1g.20gb")])
+def test_two_memory_slice_1g_offers_ci_profiles_0_and_7(host, nvml, model, name):
+    """mig-parted creates CI profile 0 in it (GetComputeInstanceProfileInfo(0)); -C creates ID 7."""
+    host.init(model, 1, "--mig-enabled")
+    out = host.smi("mig", "-cgi", "15", "-C").stdout
+    assert f"using profile MIG {name} (ID  7)" in out
+    with nvml as n:
+        gi = first_gi(n, host)
+        shared = n.NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED
+        for enum in (n.NVML_COMPUTE_INSTANCE_PROFILE_1_SLICE, n.NVML_COMPUTE_INSTANCE_PROFILE_1_SLICE_REV1):
+            info = n.nvmlGpuInstanceGetComputeInstanceProfileInfo(gi, enum, shared)
+            assert (info.id, info.sliceCount, info.instanceCount) == (enum, 1, 1)
+        with pytest.raises(n.NVMLError_InsufficientResources):   # the 7 from -C fills the GI
+            n.nvmlGpuInstanceCreateComputeInstance(gi, 0)
+    assert host.smi("mig", "-dci").returncode == 0
+    with nvml as n:
+        gi = first_gi(n, host)
+        ci = n.nvmlGpuInstanceCreateComputeInstance(gi, 0)
+        assert n.nvmlComputeInstanceGetInfo(ci).profileId == 0
+
+
+def test_set_mig_mode_invalid_mode_is_invalid_argument(host, nvml):
+    host.init("H100-SXM5-80GB", 1)
+    with nvml as n:
+        h = n.nvmlDeviceGetHandleByIndex(0)
+        with pytest.raises(n.NVMLError_InvalidArgument):
+            n.nvmlDeviceSetMigMode(h, 2)
+        assert n.nvmlDeviceGetMigMode(h) == [0, 0]
+
+
+def test_hopper_busy_gpu_reports_in_use_in_activation_status(host, nvml):
+    """nvml.h: the outcome is activationStatus; the call itself succeeds (it used to raise IN_USE)."""
+    host.init("H100-SXM5-80GB", 1)
+    assert host.gpusim("process", "add", "--gpu", "0", "--pid", "4242") == 0
+    with nvml as n:
+        h = n.nvmlDeviceGetHandleByIndex(0)
+        assert n.nvmlDeviceSetMigMode(h, 1) == n.NVML_ERROR_IN_USE
+        assert n.nvmlDeviceGetMigMode(h) == [0, 0]   # Hopper leaves nothing pending
+
+
+def test_ci_profile_the_gi_does_not_offer_is_not_supported(host, nvml):
+    host.init("A100-SXM4-40GB", 1, "--mig-enabled")
+    assert host.smi("mig", "-cgi", "19").returncode == 0
+    with nvml as n:
+        gi = first_gi(n, host)
+        with pytest.raises(n.NVMLError_NotSupported):
+            n.nvmlGpuInstanceCreateComputeInstance(gi, 2)   # a 3-slice CI in a 1-slice GI
+
+
+def test_destroy_while_a_client_holds_the_device_is_in_use(host, nvml):
+    """NVIDIA/DCGM#276 (H200, driver 580): destroying instances fails while nvidia-dcgm holds the GPU."""
+    host.init("H200-141GB", 1, "--mig-enabled")
+    assert host.smi("mig", "-cgi", "19", "-C").returncode == 0
+    assert host.gpusim("holder", "add", "nvidia-dcgm") == 0
+    with nvml as n:
+        gi = first_gi(n, host)
+        ci = n.nvmlGpuInstanceGetComputeInstanceById(gi, 0)
+        with pytest.raises(n.NVMLError_InUse):
+            n.nvmlComputeInstanceDestroy(ci)
+    out = host.smi("mig", "-dci")
+    assert out.returncode != 0 and "In use by another client" in out.stdout
+    assert host.gpusim("holder", "remove", "nvidia-dcgm") == 0
+    assert host.smi("mig", "-dci").returncode == 0
+    assert host.gpusim("holder", "add", "nvidia-dcgm") == 0
+    with nvml as n:
+        gi = first_gi(n, host)
+        with pytest.raises(n.NVMLError_InUse):
+            n.nvmlGpuInstanceDestroy(gi)
+
+
+@pytest.mark.parametrize("model,per_slice", [("H100-SXM5-80GB", 16), ("H200-141GB", 16), ("B200-180GB", 18)])
+def test_partial_compute_instances_report_sms(host, nvml, model, per_slice):
+    """Derived (CATALOGUE_SOURCES.md): one compute slice has the 1g GI's SMs, as on every real A100 -lcip."""
+    host.init(model, 1, "--mig-enabled")
+    assert host.smi("mig", "-cgi", "9").returncode == 0
+    with nvml as n:
+        gi = first_gi(n, host)
+        shared = n.NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED
+        sms = [n.nvmlGpuInstanceGetComputeInstanceProfileInfo(gi, e, shared).multiprocessorCount
+               for e in (n.NVML_COMPUTE_INSTANCE_PROFILE_1_SLICE, n.NVML_COMPUTE_INSTANCE_PROFILE_2_SLICE)]
+    assert sms == [per_slice, 2 * per_slice]

@@ -55,8 +55,9 @@ def test_guest_starts_unlicensed(guest, nvml):
     assert feature.featureState == 0 and feature.productName == "NVIDIA Virtual Compute Server"  # the binding decodes char[]
     assert feature.featureCode == pynvml.NVML_GRID_LICENSE_FEATURE_CODE_COMPUTE and feature.licenseExpiry.status == 0
     out = guest.smi("-q").stdout
-    assert "Virtualization Mode           : VGPU" in out
-    assert "License Status                : Unlicensed (Unrestricted)" in out
+    # the real guest's layout (tests/unit/plugins/module_utils/test__gridd.py's sample): colon at column 42
+    assert "        Virtualization Mode               : VGPU" in out
+    assert "        License Status                    : Unlicensed (Unrestricted)" in out
 
 
 @pytest.mark.parametrize(("vgpu", "product", "code"), [("A10-24Q", "NVIDIA RTX Virtual Workstation", 2),
@@ -95,7 +96,7 @@ def test_token_licenses_with_the_real_log_lines(guest, nvml):
     _mode, info = features(nvml)
     feature = info.gridLicensableFeatures[0]
     assert feature.featureState == 1 and feature.licenseExpiry.status == 2 and feature.licenseExpiry.year >= 2024
-    assert "License Status                : Licensed (Expiry: " in guest.smi("-q").stdout
+    assert "        License Status                    : Licensed (Expiry: " in guest.smi("-q").stdout
     assert guest.state()["license"]["daemon_pid"] is None   # --once leaves no daemon
 
 

@@ -114,8 +114,9 @@ def test_documented_defaults_without_environment(daemon):
 
 def test_set_commands_and_value_formats(daemon):
     daemon.start()
+    # set_default_active_thread_percentage answers with the value it took (real daemons; issue 14)
     assert daemon.out("set_default_active_thread_percentage 30", "set_default_device_pinned_mem_limit 0 4096M",
-                      "set_default_device_pinned_mem_limit GPU-abc 2G", "set_default_client_priority 1") == ""
+                      "set_default_device_pinned_mem_limit GPU-abc 2G", "set_default_client_priority 1") == "30.0\n"
     out = daemon.out("get_default_active_thread_percentage", "get_default_device_pinned_mem_limit 0",
                      "get_default_device_pinned_mem_limit GPU-abc", "get_default_client_priority")
     # a limit is printed in whole GiB from 1 GiB on: real daemons answer 5G for 5120M
@@ -374,3 +375,18 @@ def test_client_add_without_daemon_fails(daemon, capsys):
     ("0=1G,0=2G", {"0": 2048})])
 def test_limit_environment_parsing(text, expected):
     assert mps.parse_limit_env(text) == expected
+
+
+def test_percentage_echo_and_replies_logged_after_their_command(daemon):
+    """Real control.log: Accepting connection..., NEW UI, Cmd:<command>, each reply line, UI closed."""
+    daemon.start()
+    assert daemon.out("set_default_active_thread_percentage 25") == "25.0\n"
+    assert daemon.out("get_default_client_priority") == "0\n"
+    lines = [line.split("] ", 1)[1] for line in daemon.log_text().splitlines() if "] " in line]
+    i = lines.index("Cmd:set_default_active_thread_percentage 25")
+    assert lines[i - 2:i + 3] == ["Accepting connection...", "NEW UI", "Cmd:set_default_active_thread_percentage 25",
+                                  "25.0", "UI closed"]
+    j = lines.index("Cmd:get_default_client_priority")
+    assert lines[j:j + 3] == ["Cmd:get_default_client_priority", "0", "UI closed"]
+    k = len(lines) - 1 - lines[::-1].index("UI closed")
+    assert k == j + 2

@@ -62,14 +62,23 @@ def module_args(args: dict):
 
 
 def run_module(main, args: dict) -> tuple[dict, bool]:
-    """Run a module's main(); returns (result, failed)."""
+    """Run a module's main(); returns (result, failed), with the task's ``warnings`` as Ansible shows them."""
+    from ansible.module_utils.common import warnings as module_warnings
+
+    module_warnings._global_warnings.clear()
+
+    def warnings() -> list[str]:
+        return [str(getattr(w, "msg", w)) for w in module_warnings.get_warning_messages()]
+
     def exit_json(self, **kwargs):
         kwargs.setdefault("changed", False)
+        kwargs.setdefault("warnings", warnings())
         raise ModuleExit(kwargs, False)
 
     def fail_json(self, msg, **kwargs):
         kwargs["msg"] = msg
         kwargs["failed"] = True
+        kwargs.setdefault("warnings", warnings())
         raise ModuleExit(kwargs, True)
 
     with pytest.MonkeyPatch.context() as mp, module_args(args):

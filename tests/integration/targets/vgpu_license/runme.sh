@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs against a simulated vGPU guest (see ../setup_gpusim/gpusim-env.sh). No systemd runs here, so
-# the module restarts nvidia-gridd itself (SIGTERM to the running one, then gpusim's nvidia-gridd,
+# the module restarts nvidia-gridd itself (SIGTERM to the pid of its pid file, then gpusim's nvidia-gridd,
 # which forks into the background); gridd.conf, the token folder and the daemon's pid file live in a
 # directory of this run, named to the fake daemon by GPUSIM_GRIDD_CONF and GPUSIM_GRIDD_RUNDIR.
 set -eux

@@ -599,3 +599,109 @@ def test_feature_type_warnings(feature_type, modes, expected):
     assert len(warnings) == len(expected)
     for warning, text in zip(warnings, expected):
         assert text in warning
+
+
+# ---- plan_run: the operations of one run, in order, and the refusals (a decision table) -------------------
+
+def _facts(**extra) -> dict:
+    facts = {"path": "/etc/nvidia/gridd.conf", "write_path": "/etc/nvidia/gridd.conf", "link": None,
+             "dangling": False, "text": "FeatureType=0\n", "token_dir": "/etc/nvidia/ClientConfigToken",
+             "token_dir_kind": "dir", "token_path": "/etc/nvidia/ClientConfigToken/client_configuration_token.tok",
+             "token_kind": "missing", "token_content": None, "token_mode": None, "tokens": [], "systemd": True,
+             "daemon": {"pidfile": "/var/run/nvidia-gridd/nvidia-gridd.pid", "pid": None, "others": []},
+             "binaries": {"systemctl": "/usr/bin/systemctl", "nvidia-gridd": "/usr/bin/nvidia-gridd"},
+             "license": _gridd.summarize([{"index": 0, "license_supported": True, "licensed": False}], "nvml"),
+             "license_error": None}
+    facts.update(extra)
+    return facts
+
+
+def _request(**extra) -> dict:
+    request = {"path": "/etc/nvidia/gridd.conf", "desired": {"feature_type": 1}, "remove": [],
+               "token_name": "client_configuration_token.tok", "content": b"tok", "remove_other_tokens": False,
+               "backup": False, "restart": True, "wait": True, "timeout": 5}
+    request.update(extra)
+    return request
+
+
+def test_plan_run_orders_token_before_gridd_conf_then_restart_then_wait():
+    planned = _gridd.plan_run(_facts(token_dir_kind="missing", tokens=[]),
+                              _request(remove_other_tokens=True))
+    assert [op.kind for op in planned["ops"]] == ["create_dir", "write_token", "write_conf", "restart", "wait"]
+    assert planned["problems"] == [] and planned["writes"]
+    assert [op.writes for op in planned["ops"]] == [True, True, True, True, False]
+
+
+def test_plan_run_steady_state_only_waits_and_writes_nothing():
+    facts = _facts(text="FeatureType=1\n", token_kind="file", token_content=b"tok", token_mode=0o744,
+                   tokens=["client_configuration_token.tok"])
+    planned = _gridd.plan_run(facts, _request())
+    assert [op.kind for op in planned["ops"]] == ["wait"] and not planned["writes"]
+    assert [op.kind for op in _gridd.plan_run(facts, _request(wait=False))["ops"]] == []
+
+
+@pytest.mark.parametrize(("facts", "request_", "problem"), [
+    ({"dangling": True, "link": "/nowhere/gridd.conf", "text": None}, {},
+     "path=/etc/nvidia/gridd.conf is a symbolic link to /nowhere/gridd.conf, which does not exist"),
+    ({"token_kind": "link"}, {}, "client_configuration_token.tok is a symbolic link; the token is never written"),
+    ({"token_kind": "other"}, {}, "client_configuration_token.tok is not a regular file"),
+    ({"token_dir_kind": "link"}, {}, "the token folder /etc/nvidia/ClientConfigToken is a symbolic link"),
+    ({"token_dir_kind": "other"}, {}, "exists but is not a folder"),
+    ({"binaries": {}}, {}, "systemd runs but systemctl was not found"),
+    ({"systemd": False, "binaries": {}}, {}, "nvidia-gridd was not found on PATH"),
+    ({"systemd": False, "daemon": {"pidfile": "/p", "pid": None, "others": [42]}}, {},
+     "nvidia-gridd runs (pid 42) but no pid file names it (/p"),
+    ({"license": _gridd.empty_license("nvml")}, {}, "this host has no NVIDIA vGPU (GRID) guest driver: no GPU "
+                                                    "reports vGPU software licensing (GPUs and their virtualization "
+                                                    "mode: none found)"),
+])
+def test_plan_run_refusals(facts, request_, problem):
+    planned = _gridd.plan_run(_facts(**facts), _request(**request_))
+    assert any(problem in text for text in planned["problems"]), planned["problems"]
+
+
+@pytest.mark.parametrize(("facts", "request_"), [
+    ({"systemd": False, "daemon": {"pidfile": "/p", "pid": None, "others": [42]}}, {"restart": False}),
+    ({"license": _gridd.empty_license("nvml")}, {"wait": False}),
+    ({"token_kind": "link", "token_dir_kind": "dir"}, {"content": None}),
+    ({"binaries": {}}, {"restart": False}),
+])
+def test_plan_run_refuses_only_what_the_run_would_touch(facts, request_):
+    assert _gridd.plan_run(_facts(**facts), _request(**request_))["problems"] == []
+
+
+def test_plan_run_restart_names_the_pid_of_the_pid_file():
+    facts = _facts(systemd=False, daemon={"pidfile": "/run/nvidia-gridd/nvidia-gridd.pid", "pid": 77, "others": [5]})
+    restart = [op for op in _gridd.plan_run(facts, _request())["ops"] if op.kind == "restart"][0]
+    assert restart.data == {"pid": 77}
+    assert restart.text == ("restart nvidia-gridd (SIGTERM to pid 77 of /run/nvidia-gridd/nvidia-gridd.pid, then "
+                            "start nvidia-gridd)")
+
+
+@pytest.mark.parametrize("kind", ["file", "link"])
+def test_plan_run_absent_removes_the_token_and_never_waits(kind):
+    facts = _facts(text="FeatureType=1\n", token_kind=kind, tokens=["client_configuration_token.tok", "old.tok"])
+    planned = _gridd.plan_run(facts, _request(state="absent", content=None, desired={}, remove=["feature_type"]))
+    assert [(op.kind, op.target) for op in planned["ops"]] == [
+        ("remove_token", "/etc/nvidia/ClientConfigToken/client_configuration_token.tok"),
+        ("write_conf", "/etc/nvidia/gridd.conf"), ("restart", "nvidia-gridd")]
+    assert planned["problems"] == []
+
+
+@pytest.mark.parametrize(("unit", "kinds"), [
+    ({"load": "loaded", "file_state": "disabled", "active": "inactive"}, ["enable_unit", "start_unit"]),
+    ({"load": "loaded", "file_state": "enabled", "active": "inactive"}, ["start_unit"]),
+    ({"load": "loaded", "file_state": "static", "active": "active"}, []),
+])
+def test_plan_run_enable(unit, kinds):
+    facts = _facts(text="FeatureType=1\n", token_kind="file", token_content=b"tok", token_mode=0o744, unit=unit)
+    planned = _gridd.plan_run(facts, _request(enable=True, wait=False))
+    assert [op.kind for op in planned["ops"]] == kinds and not planned["writes"]
+    # with a file change the restart starts the unit: no separate start
+    changed = _gridd.plan_run(dict(facts, text="FeatureType=0\n"), _request(enable=True, wait=False))
+    assert "start_unit" not in [op.kind for op in changed["ops"]] and changed["ops"][-1].kind == "restart"
+
+
+def test_parse_unit_show():
+    assert _gridd.parse_unit_show("LoadState=loaded\nUnitFileState=enabled\nActiveState=active\n") == {
+        "load": "loaded", "file_state": "enabled", "active": "active"}

@@ -33,7 +33,11 @@ def gi(gid, profile_id, start, size, cis):
     ("1g.24gb-me", {"c": 1, "g": 1, "gb": 24, "attrs": "-me"}),
     ("4g.96gb+gfx", {"c": 4, "g": 4, "gb": 96, "attrs": "+gfx"}),
     ("1g.24gb+me,gfx", {"c": 1, "g": 1, "gb": 24, "attrs": "+me,gfx"}),
-    (" 7G.80GB ", {"c": 7, "g": 7, "gb": 80, "attrs": ""}),
+    # go-nvlib's grammar: leading zeros are Atoi's, 0 and C > G parse (refused on a device)
+    ("01g.05gb", {"c": 1, "g": 1, "gb": 5, "attrs": ""}),
+    ("0g.0gb", {"c": 0, "g": 0, "gb": 0, "attrs": ""}),
+    ("4c.3g.40gb", {"c": 4, "g": 3, "gb": 40, "attrs": ""}),
+    ("1g.5gb+me,you,them", {"c": 1, "g": 1, "gb": 5, "attrs": "+me,you,them"}),
 ])
 def test_parse_profile(text, parsed):
     assert _mig.parse_profile(text) == parsed
@@ -42,7 +46,18 @@ def test_parse_profile(text, parsed):
 @pytest.mark.parametrize("text,message", [
     ("3g", "is not a MIG profile name"),
     ("3g.40", "is not a MIG profile name (did you mean '3g.40gb'?)"),
-    ("4c.3g.40gb", "cannot use 4 of 3 compute slices"),
+    # whitespace, upper case, duplicate or mixed-sign attributes and non-ASCII digits are refused,
+    # as go-nvlib refuses them (the module used to strip and lower-case the name)
+    (" 7G.80GB ", "(did you mean '7g.80gb'?): expected <G>g.<N>gb"),
+    (" 1c.1g.5gb", "(it contains whitespace)"),
+    ("1g.5gb ", "(it contains whitespace)"),
+    ("7G.80GB", "(it is not in lower case)"),
+    ("1g.5gb+me,me", "(an attribute is given twice)"),
+    ("1c.1g.5gb+me-me", "(it has both '+' and '-' attributes)"),
+    ("1c.1g.5gb-me+me", "(it has both '+' and '-' attributes)"),
+    ("1g.5gb+me+gfx", "(an attribute is empty or malformed"),
+    ("\uff13g.\uff12\uff10gb", "(it contains a character that is not ASCII (digits must be 0-9))"),
+    ("1g.5gb\n", "(it contains whitespace)"),
     ("three", "is not a MIG profile name: expected <G>g.<N>gb"),
     ("1g.10gb.me", "(did you mean '1g.10gb+me'?)"),
     ("1g10gb", "(did you mean '1g.10gb'?)"),
@@ -59,8 +74,21 @@ def test_resolve_by_name_slices_and_memory(h100):
     assert _mig.resolve_gi_profile(h100, "1g.10gb")[0]["name"] == "1g.10gb"
     assert _mig.resolve_gi_profile(h100, "1g.20gb")[0]["name"] == "1g.20gb"
     assert _mig.resolve_gi_profile(h100, "1g.10gb+me")[0]["name"] == "1g.10gb+me"
-    profile, c = _mig.resolve_gi_profile(h100, "1C.3G.40GB")
+    profile, c = _mig.resolve_gi_profile(h100, "1c.3g.40gb")
     assert profile["name"] == "3g.40gb" and c == 1
+
+
+@pytest.mark.parametrize("text,message", [
+    ("0g.0gb", "profile '0g.0gb' names a MIG device with 0 compute slices, which no GPU has"),
+    ("0c.1g.10gb", "names a MIG device with 0 compute slices"),
+    ("4c.3g.40gb", "'4c.3g.40gb': a compute instance cannot use 4 of 3 compute slices"),
+])
+def test_resolve_refuses_names_no_device_has(h100, text, message):
+    """What parses but no GPU offers is refused against the device, as mig-parted does."""
+    _mig.parse_profile(text)
+    with pytest.raises(_mig.MigError) as err:
+        _mig.resolve_gi_profile(h100, text)
+    assert message in str(err.value)
 
 
 def test_resolve_refuses_other_models_names(h100):

@@ -122,7 +122,11 @@ def test_configmap_and_config_name_defaults():
                                     "profile name (did you mean '1g.5gb'?): expected <G>g.<N>gb[+attr]"),
     ('"1g.5gb+me": 1', '"1g.5gb.me": 1', "mig-devices: '1g.5gb.me' is not a MIG profile name (did you mean '1g.5gb+me'?)"),
     ('"1g.5gb": 7', '"1g 5gb": 7', "'1g 5gb' is not a MIG profile name (did you mean '1g.5gb'?)"),
-    ('"1g.5gb": 7', '"1g.5gb": 7\n        "1G.5GB": 1', "mig-devices names '1g.5gb' and '1G.5GB', the same MIG device"),
+    # upper case is not a name to mig-parted (go-nvlib's grammar), so it is refused as one
+    ('"1g.5gb": 7', '"1g.5gb": 7\n        "1G.5GB": 1', "mig-devices: '1G.5GB' is not a MIG profile name (did you "
+     "mean '1g.5gb'?)"),
+    ('"1g.5gb": 7', '"1g.5gb": 7\n        "01g.5gb": 1', "mig-devices names '1g.5gb' and '01g.5gb', the same MIG "
+     "device"),
     # counts
     ('"1g.5gb": 7', '"1g.5gb": "7"', "mig-devices count for '1g.5gb' must be a whole number >= 0, not '7' "
                                      "(write 7 without quotes)"),
@@ -285,3 +289,60 @@ def test_configmap_as_kubectl_json_and_configmaps_without_a_config():
     assert refused(json.dumps(configmap)) == (
         "config.yaml: no mig-parted configuration in ConfigMap default-mig-parted-config (data keys: clients.yaml); "
         "mig-manager reads data.config.yaml, a mig-parted file (version: v1, mig-configs)")
+
+
+# ---- issue 14: what mig-parted reads, read the same way
+
+TAB_JSON = ('{\n\t"version": "v1",\n\t"mig-configs": {\n\t\t"all-1g": [{\n\t\t\t"devices":\t"all",\n'
+            '\t\t\t"mig-enabled": true,\n\t\t\t"mig-devices": {"1g.5gb": 7},\n\t\t}]\n\t}\n}\n')
+
+
+def test_tab_indented_json_is_read():
+    spec = _mig_config.load_text(TAB_JSON, "config.json")
+    assert spec == {"all-1g": [{"devices": "all", "device_filter": [], "mig_enabled": True,
+                                "mig_devices": {"1g.5gb": 7}}]}
+
+
+def test_tab_in_a_quoted_string_is_kept():
+    text = '{\n\t"version": "v1",\n\t"mig-configs": {"a\tb": [{"devices": "all", "mig-enabled": false}]}\n}\n'
+    assert list(_mig_config.load_text(text, "config.json")) == ["a\tb"]
+
+
+def test_tabs_in_block_yaml_still_refused_with_the_hint():
+    text = "version: v1\nmig-configs:\n\tall-disabled:\n\t\t- devices: all\n"
+    with pytest.raises(_mig_config.ConfigError) as err:
+        _mig_config.load_text(text, "config.yaml")
+    assert "config.yaml, line 3, column 1: not valid YAML" in str(err.value)
+    assert "YAML indents with spaces, never tabs" in str(err.value)
+
+
+def test_zero_subsystem_filter_matches_boards_without_one():
+    entry = _mig_config.normalize_entry({"devices": "all", "mig-enabled": False,
+                                         "device-filter": "0x25B610DE:0x00000000"}, "e")
+    gpu = {"index": 0, "uuid": "GPU-0", "name": "NVIDIA A16", "pci_device_id": "0x25B610DE"}
+    assert _mig_config.entry_selects(entry, gpu)
+    assert not _mig_config.entry_selects(entry, dict(gpu, pci_subsystem_id="0x14A910DE"))
+
+
+@pytest.mark.parametrize("value,message", [
+    ("0x00000000", "each part must be a 32-bit id like 0x20B010DE (the device id non-zero"),
+    ("0x25B610DE:0x14A910DE:extra", "expected <devicevendor> or <devicevendor>:<subsystem>"),
+])
+def test_filter_refusals_kept(value, message):
+    with pytest.raises(_mig_config.ConfigError) as err:
+        _mig_config.normalize_entry({"devices": "all", "mig-enabled": False, "device-filter": value}, "e")
+    assert f"device-filter {value!r}" in str(err.value) and message in str(err.value)
+
+
+def test_model_name_filters_warn_for_mig_parted():
+    entries = _mig_config.normalize_entries(
+        [{"devices": "all", "mig-enabled": False, "device-filter": ["A100-SXM4-40GB", "0x20B010DE"]},
+         {"devices": "all", "mig-enabled": False, "device-filter": "Some Future GPU"}], "e")
+    warnings = _mig_config.mig_parted_warnings(entries)
+    assert len(warnings) == 2
+    assert warnings[0].startswith("device-filter 'A100-SXM4-40GB' is a model name")
+    assert 'write the PCI id (for NVIDIA A100-SXM4-40GB: "0x20B010DE")' in warnings[0]
+    assert "match device-filter only as a PCI device id and skip this entry" in warnings[1]
+    assert warnings[1].endswith("write the PCI id")
+    assert _mig_config.mig_parted_warnings(_mig_config.normalize_entries(
+        [{"devices": "all", "mig-enabled": False, "device-filter": "0x20B010DE"}], "e")) == []

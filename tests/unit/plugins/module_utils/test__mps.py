@@ -347,3 +347,16 @@ def test_plans_reach_the_target_and_replan_to_nothing(cur_pct, cur_limit, cur_pr
     assert again["operations"] == []
     assert plan["restart_required"] == bool(_mps.stale_settings(observed["servers"][0], want)
                                             and (clients or not restart))
+
+
+@pytest.mark.parametrize("commands,reply,left", [
+    (["set_default_active_thread_percentage 25", "set_default_client_priority 1"], "25.0\n", ""),
+    (["set_default_active_thread_percentage 12.5"], "12.5\n", ""),
+    (["set_default_client_priority 1"], "", ""),
+    (["set_default_active_thread_percentage 25"], "25.0\nInvalid value\n", "Invalid value"),
+    (["set_default_active_thread_percentage 25"], "30.0\n", "30.0"),
+    (["set_default_device_pinned_mem_limit 0 4G"], "25.0\n", "25.0"),
+])
+def test_refusals_ignore_only_the_percentage_echo(commands, reply, left):
+    """The daemon echoes set_default_active_thread_percentage (25 -> 25.0); nothing else is an acknowledgement."""
+    assert _mps.refusals(commands, reply) == left

@@ -193,25 +193,34 @@ def test_failure_part_way_reports_and_next_run_converges(sim):
     assert not failed and result["kept"] == 4 and result["created"] == 4
 
 
-BOOT = os.path.join(os.path.dirname(SIMULATOR), "roles", "mig", "files", "gpuops-mig-apply")
+def install_boot(sim, tmp_path, config_path=None) -> str:
+    """Install the boot code the way the role does (the module's boot_dir); returns the directory."""
+    lib = str(tmp_path / "lib")
+    config = [{"devices": "all", "mig-enabled": False}] if config_path is None else None
+    args = {"config": config} if config else {"config_file": str(config_path), "config_name": "gpuops"}
+    result, failed = run_module(mig.main, {**args, "boot_dir": lib})
+    assert not failed, result.get("msg")
+    return lib
 
 
-def boot(sim, *args):
-    """The role's boot-time entry point, run as gpuops-mig.service runs it."""
-    env = {**os.environ, "GPUOPS_SHARING_LIB": os.path.join(os.path.dirname(SIMULATOR), ".build", "collections"),
-           "PYTHONPATH": SIMULATOR, "GPUSIM_STATE": sim.path}
-    return subprocess.run([sys.executable, BOOT, *args], capture_output=True, text=True, check=False, env=env)
+def boot(sim, lib, *args):
+    """The installed boot-time entry point, run as gpuops-mig.service runs it: only the installed code can
+    satisfy its imports (the checkout's collection is not on the path)."""
+    env = {k: v for k, v in os.environ.items() if k != "GPUOPS_SHARING_LIB"}
+    env.update(PYTHONPATH=SIMULATOR, GPUSIM_STATE=sim.path)
+    return subprocess.run([sys.executable, os.path.join(lib, "gpuops-mig-apply"), *args], capture_output=True,
+                          text=True, check=False, env=env, cwd=lib)
 
 
 def test_reboot_then_boot_unit_restores_the_layout(sim, tmp_path):
     sim.init("A100-SXM4-40GB", 2)
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump({"version": "v1", "mig-configs": {"gpuops": BALANCED}}))
-    run_module(mig.main, {"config_file": str(path), "config_name": "gpuops"})
+    lib = install_boot(sim, tmp_path, path)
     before = [[(gi["profile_id"], gi["start"], gi["size"]) for gi in g["gpu_instances"]] for g in sim.state()["gpus"]]
     sim.gpusim("reboot")
     assert all(not g["gpu_instances"] for g in sim.state()["gpus"])
-    done = boot(sim, "--config-file", str(path), "--config-name", "gpuops")
+    done = boot(sim, lib, "--config-file", str(path), "--config-name", "gpuops")
     assert done.returncode == 0, done.stdout + done.stderr
     after = [[(gi["profile_id"], gi["start"], gi["size"]) for gi in g["gpu_instances"]] for g in sim.state()["gpus"]]
     assert after == before
@@ -220,8 +229,79 @@ def test_reboot_then_boot_unit_restores_the_layout(sim, tmp_path):
 
 def test_boot_entry_point_reports_errors(sim, tmp_path):
     sim.init("A100-SXM4-40GB", 1)
-    done = boot(sim, "--config-file", str(tmp_path / "missing.yaml"), "--config-name", "x")
+    lib = install_boot(sim, tmp_path)
+    done = boot(sim, lib, "--config-file", str(tmp_path / "missing.yaml"), "--config-name", "x")
     assert done.returncode == 1 and "missing.yaml" in done.stdout
+
+
+def test_boot_code_is_the_import_closure_stamped_and_pruned(sim, tmp_path):
+    sim.init("A100-SXM4-40GB", 1)
+    lib = install_boot(sim, tmp_path)
+    pkg = os.path.join(lib, "ansible_collections", "gpuops", "sharing", "plugins", "module_utils")
+    installed = sorted(os.listdir(pkg))
+    assert "_mig_host.py" in installed and "_runner.py" in installed and "_catalogue.py" in installed
+    assert "_gridd.py" not in installed and "_mps.py" not in installed, "only what the boot code imports"
+    for name in installed:
+        with open(os.path.join(pkg, name)) as fh:
+            text = fh.read()
+        assert "import ansible." not in text and "from ansible." not in text and "from ansible import" not in text, \
+            f"{name} needs Ansible, which the boot unit does not have"
+    with open(os.path.join(lib, "VERSION")) as fh:
+        stamp = fh.read()
+    with open(os.path.join(os.path.dirname(SIMULATOR), "galaxy.yml")) as fh:
+        version = yaml.safe_load(fh)["version"]
+    assert stamp.startswith(f"gpuops.sharing {version}\nsha256 ")
+    # a stale file is removed, a changed one rewritten; a second run changes nothing
+    with open(os.path.join(pkg, "_old.py"), "w") as fh:
+        fh.write("# stale\n")
+    with open(os.path.join(pkg, "_mig.py"), "a") as fh:
+        fh.write("# edited by hand\n")
+    result, failed = run_module(mig.main, {"config": [{"devices": "all", "mig-enabled": False}], "boot_dir": lib})
+    assert not failed and result["changed"]
+    rewritten = sorted(d.split(" file ")[1] for d in result["done"])
+    assert rewritten == [os.path.join(pkg, "_mig.py"), os.path.join(pkg, "_old.py")]
+    result, failed = run_module(mig.main, {"config": [{"devices": "all", "mig-enabled": False}], "boot_dir": lib})
+    assert not failed and not result["changed"] and result["boot"]["version"] == f"gpuops.sharing {version}"
+
+
+def test_boot_code_is_never_written_through_a_symlink(sim, tmp_path):
+    sim.init("A100-SXM4-40GB", 1)
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    target = tmp_path / "elsewhere"
+    os.symlink(target, lib / "gpuops-mig-apply")
+    result, failed = run_module(mig.main, {"config": [{"devices": "all", "mig-enabled": False}], "boot_dir": str(lib)})
+    assert failed and "is a symbolic link" in result["msg"] and not target.exists() and not result["changed"]
+
+
+def test_client_services_are_stopped_around_a_change_only(sim, tmp_path, monkeypatch):
+    """systemctl is a recording stand-in here; the fleet hosts run the real one."""
+    log = tmp_path / "systemctl.log"
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "systemctl").write_text("#!/bin/sh\necho \"$@\" >> " + str(log) + "\n"
+                                    "[ \"$1\" = is-active ] && { [ \"$2\" = nvidia-dcgm ] && echo active && exit 0; "
+                                    "echo inactive; exit 3; }\nexit 0\n")
+    (fake / "systemctl").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
+    sim.init("H100-SXM5-80GB", 1, "--mig-enabled")
+    layout = [{"devices": "all", "mig-enabled": True, "mig-devices": {"3g.40gb": 2}}]
+    result, failed = run_module(mig.main, {"config": layout, "client_services": ["nvidia-dcgm", "dcgm-exporter"]})
+    assert not failed and result["client_services"] == ["nvidia-dcgm"]
+    assert result["done"][0] == "stop nvidia-dcgm (they hold the GPUs)" and result["done"][-1] == "start nvidia-dcgm again"
+    calls = log.read_text().splitlines()
+    assert "stop nvidia-dcgm" in calls and "start nvidia-dcgm" in calls and "stop dcgm-exporter" not in calls
+    log.write_text("")
+    result, failed = run_module(mig.main, {"config": layout, "client_services": ["nvidia-dcgm"]})
+    assert not failed and not result["changed"] and "stop nvidia-dcgm" not in log.read_text()
+    sim.gpusim("fault", "add", "--call", "nvmlDeviceCreateGpuInstanceWithPlacement", "--error", "UNKNOWN")
+    result, failed = run_module(mig.main, {"config": [{"devices": "all", "mig-enabled": True,
+                                                       "mig-devices": {"7g.80gb": 1}}],
+                                           "client_services": ["nvidia-dcgm"]})
+    assert failed and result["done"][-1] == "start nvidia-dcgm again", "started again after a failure"
+    for bad in ("-h", "dcgm; reboot", "a b", "$(id)"):
+        result, failed = run_module(mig.main, {"config": layout, "client_services": [bad]})
+        assert failed and "client_services must be systemd unit names" in result["msg"] and repr(bad) in result["msg"]
 
 
 def test_term_then_kill_timeout(sim):
@@ -376,3 +456,19 @@ def test_a_name_from_another_driver_branch_is_applied_with_a_warning(sim, monkey
                         "name to silence this note"]
     again, failed = run_module(mig.main, {"config": config})
     assert not failed and not again["changed"]
+
+
+@pytest.mark.parametrize("model,mig_devices", [
+    ("A100-SXM4-40GB", {"5g.30gb": 1}),
+    ("A100-SXM4-40GB", {"3g.20gb": 2, "1g.5gb": 1}),
+    ("H100-SXM5-80GB", {"1g.5gb": 7}),
+])
+@pytest.mark.parametrize("mig_off", ["refuse", "list"])
+def test_layout_refusals_before_the_mode_change_under_both_drivers(sim, model, mig_devices, mig_off):
+    """A bad layout is refused before MIG mode changes, whether the driver answers GPU-instance profile
+    queries while MIG is off or not (gpusim --profiles-when-mig-off; CATALOGUE_SOURCES.md)."""
+    sim.init(model, 1, "--profiles-when-mig-off", mig_off)
+    result, failed = run_module(mig.main, {"config": [{"devices": "all", "mig-enabled": True,
+                                                       "mig-devices": mig_devices}]})
+    assert failed and "MIG mode was enabled first" not in result["msg"]
+    assert sim.state()["counters"]["nvml_writes"] == 0

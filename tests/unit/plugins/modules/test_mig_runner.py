@@ -167,7 +167,7 @@ def test_a_lost_gpu_does_not_stop_the_others(sim):
     assert not failed and result["gpus"][0]["created"] == 8 and result["gpus"][1]["problem"]
     result, failed = run_module(mig.main, {"config": [entry("all", {"7g.40gb": 1})]})
     assert not failed and result["gpus"][0]["changed"]
-    assert "GPU 1 is left out: it cannot be read" in " ".join(result.get("warnings", [])) or result["gpus"][1]["problem"]
+    assert "GPU 1 is left out: it cannot be read" in " ".join(result["warnings"]) and result["gpus"][1]["problem"]
     result, failed = run_module(mig.main, {"config": [entry([1], BALANCED)]})
     assert failed and "GPU 1 cannot be read" in result["msg"]
 
@@ -307,3 +307,11 @@ def test_report_counts():
         pytest.skip("set GPUOPS_REPORT_COUNTS=1 and run the whole file to print the counts")
     print("\nsuite counts:", COUNTS)
     assert COUNTS["fault positions"] > 0 and COUNTS["check cases applied"] > 0 and COUNTS["check cases refused"] > 0
+
+
+def test_model_name_filters_warn_that_mig_parted_reads_them_differently(sim):
+    sim.init("A100-SXM4-40GB", 1)
+    config = [{"devices": "all", "device-filter": "NVIDIA A100-SXM4-40GB", "mig-enabled": True,
+               "mig-devices": {"7g.40gb": 1}}]
+    result, failed = run_module(mig.main, {"config": config, "_ansible_check_mode": True})
+    assert not failed and "0x20B010DE" in " ".join(result["warnings"])

@@ -15,14 +15,14 @@ import stat
 import pytest
 from ansible.module_utils import basic
 
-from ansible_collections.gpuops.sharing.plugins.module_utils import _gridd_host
+from ansible_collections.gpuops.sharing.plugins.module_utils import _gridd, _gridd_host
 from ansible_collections.gpuops.sharing.plugins.modules import vgpu_license
 from gpusim import license as simlicense
 from gpusim import state as simstate
 
 from ...conftest import run_module
 
-KEYS = {"changed", "path", "config", "config_changes", "backup_file", "token", "tokens_removed", "restarted",
+KEYS = {"changed", "path", "config", "config_changes", "backup_file", "token", "tokens_removed", "restarted", "operations", "done",
         "restart_required",
         "waited", "license"}
 
@@ -35,6 +35,7 @@ class Guest:
         self.calls = []
         self.warnings = []
         self.token = simlicense.make_token("dls.lab.example.com")
+        self.unit = {"LoadState": "loaded", "UnitFileState": "disabled", "ActiveState": "inactive"}
 
     def args(self, **extra) -> dict:
         base = {"path": self.conf, "client_config_token_path": self.tokens, "token_content": self.token,
@@ -58,6 +59,13 @@ def guest(sim, tmp_path, monkeypatch):
 
     def run_command(self, args, **kwargs):
         host.calls.append(list(args))
+        if args[:2] == ["systemctl", "show"]:
+            return 0, "\n".join(f"{k}={v}" for k, v in host.unit.items()) + "\n", ""
+        if args[:2] == ["systemctl", "enable"]:
+            host.unit["UnitFileState"] = "enabled"
+            return 0, "", ""
+        if args[:2] == ["systemctl", "start"]:
+            host.unit["ActiveState"] = "active"
         if args[0] == "systemctl":
             outcome, _lines = simlicense.start(host.conf, 4242)
             return (1, "", "Job for nvidia-gridd.service failed") if outcome.fatal else (0, "", "")
@@ -266,8 +274,10 @@ def test_host_without_vgpu_licensing_fails_at_once(sim, tmp_path, monkeypatch):
     monkeypatch.setattr(basic.AnsibleModule, "get_bin_path", lambda self, name, required=False, opt_dirs=None: None)
     result, failed = run_module(vgpu_license.main, {"path": str(tmp_path / "gridd.conf"), "feature_type": 1,
                                                     "restart": False, "timeout": 30})
-    assert failed and "no GPU of this host supports vGPU software licensing" in result["msg"]
-    assert result["waited"] < 5 and result["license"]["gpus"][0]["virtualization_mode"] == "none"
+    assert failed and result["msg"].startswith("this host has no NVIDIA vGPU (GRID) guest driver: no GPU reports "
+                                               "vGPU software licensing (GPUs and their virtualization mode: none)")
+    assert result["waited"] == 0 and result["license"]["gpus"][0]["virtualization_mode"] == "none"
+    assert result["changed"] is False and not os.path.exists(tmp_path / "gridd.conf")   # refused before writing
 
 
 def test_old_driver_without_the_nvml_call_falls_back_to_nvidia_smi(guest):
@@ -280,72 +290,137 @@ def test_old_driver_without_the_nvml_call_falls_back_to_nvidia_smi(guest):
     assert lic["feature"] == "NVIDIA Virtual Compute Server" and lic["expiry"].endswith("Z")
 
 
-# ---- restart where no service manager runs: stop the running nvidia-gridd, start it again -------------------
+# ---- the daemon as its pid file names it (restart where no service manager runs) ----------------------------
 
-class Procs:
-    """A process table with nvidia-gridd daemons that stop on SIGTERM (or not)."""
-
-    def __init__(self, running, stubborn=()):
-        self.running = list(running)
-        self.stubborn = set(stubborn)
-        self.killed = []
-        self.commands = []
-
-    def pids(self):
-        return list(self.running)
-
-    def kill(self, pid, sig):
-        self.killed.append((pid, sig))
-        if pid not in self.stubborn:
-            self.running.remove(pid)
-
-    def run(self, argv):
-        self.commands.append(argv)
-        return (0, "", "") if argv[0] != "/bad/nvidia-gridd" else (1, "", "cannot open /dev/nvidia0")
+def _proc(root, pid, comm, state="S"):
+    (root / str(pid)).mkdir()
+    (root / str(pid) / "comm").write_text(comm + "\n")
+    (root / str(pid) / "stat").write_text(f"{pid} ({comm}) {state} 1 1 1\n")
 
 
-@pytest.mark.parametrize(("running", "binary", "stubborn", "error"), [
-    ([101, 102], "/usr/bin/nvidia-gridd", (), None),
-    ([], "/usr/bin/nvidia-gridd", (), None),
-    ([101], None, (), "no service manager runs and nvidia-gridd was not found on PATH: is the vGPU guest driver "
-                      "installed? Set restart: false"),
-    ([101], "/usr/bin/nvidia-gridd", (101,), "nvidia-gridd (pid 101) did not stop within 0.3 s"),
-    ([], "/bad/nvidia-gridd", (), "/bad/nvidia-gridd failed to start (rc=1): cannot open /dev/nvidia0"),
+@pytest.mark.parametrize(("pidfile", "pid", "others"), [
+    ("7\n", 7, [9]),          # the file's daemon; 9 has the name but is not it: reported, never signalled
+    ("8\n", None, [7, 9]),    # a pid reused by another program is not the daemon
+    ("11\n", None, [7, 9]),   # a zombie
+    ("12\n", None, [7, 9]),   # gone: a stale file
+    ("x\n", None, [7, 9]),
+    (None, None, [7, 9]),
 ])
-def test_restart_without_a_service_manager(running, binary, stubborn, error):
-    procs = Procs(running, stubborn)
-    how, message = _gridd_host.restart(procs.run, "/usr/bin/systemctl", binary, booted=False, stop_timeout=0.3,
-                                       sleep=lambda _s: None, pids=procs.pids, kill=procs.kill)
-    assert (message or "").startswith(error or "") and (message is None) == (error is None)
-    assert ["/usr/bin/systemctl", "restart", "nvidia-gridd"] not in procs.commands   # systemd does not run
-    if binary:
-        assert procs.killed == [(pid, 15) for pid in running]
-    if error is None:
-        assert how == "nvidia-gridd" and procs.commands == [[binary]]
+def test_daemon_state_trusts_the_pid_file_not_the_name(tmp_path, pidfile, pid, others):
+    proc = tmp_path / "proc"
+    proc.mkdir()
+    for number, comm, state in ((7, "nvidia-gridd", "S"), (8, "python3", "S"), (9, "nvidia-gridd", "S"),
+                                (10, "nvidia-gridd-x", "S"), (11, "nvidia-gridd", "Z")):
+        _proc(proc, number, comm, state)
+    path = tmp_path / "nvidia-gridd.pid"
+    if pidfile is not None:
+        path.write_text(pidfile)
+    state = _gridd_host.daemon_state(str(path), str(proc))
+    assert state == {"pidfile": str(path), "pid": pid, "others": others}
 
 
-@pytest.mark.parametrize(("systemctl", "rc", "error"), [
-    ("/usr/bin/systemctl", 0, None),
-    ("/usr/bin/systemctl", 1, "systemctl restart nvidia-gridd failed (rc=1): Job for nvidia-gridd.service failed"),
-    (None, 0, "systemd runs but systemctl was not found"),
-])
-def test_restart_with_systemd(systemctl, rc, error):
-    calls = []
-
-    def run(argv):
-        calls.append(argv)
-        return rc, "", "Job for nvidia-gridd.service failed" if rc else ""
-
-    how, message = _gridd_host.restart(run, systemctl, "/usr/bin/nvidia-gridd", booted=True,
-                                       pids=lambda: pytest.fail("no process is signalled under systemd"))
-    assert (message or "").startswith(error or "") and (message is None) == (error is None)
-    assert calls == ([[systemctl, "restart", "nvidia-gridd"]] if systemctl else [])
+def test_pid_file_that_is_a_link_is_not_read(tmp_path):
+    proc = tmp_path / "proc"
+    proc.mkdir()
+    _proc(proc, 7, "nvidia-gridd")
+    (tmp_path / "real").write_text("7\n")
+    os.symlink(tmp_path / "real", tmp_path / "nvidia-gridd.pid")
+    assert _gridd_host.daemon_state(str(tmp_path / "nvidia-gridd.pid"), str(proc))["pid"] is None
 
 
-def test_gridd_pids_match_the_process_name(tmp_path):
-    for pid, comm in ((7, "nvidia-gridd"), (8, "python3"), (9, "nvidia-gridd-x")):
-        (tmp_path / str(pid)).mkdir()
-        (tmp_path / str(pid) / "comm").write_text(comm + "\n")
-    (tmp_path / "self").mkdir()
-    assert _gridd_host.gridd_pids(str(tmp_path)) == [7]
+def test_systemd_booted(tmp_path):
     assert _gridd_host.systemd_booted(str(tmp_path / "absent")) is False and _gridd_host.systemd_booted(str(tmp_path))
+
+
+def test_restart_failure_after_the_writes_reports_changed_and_done(guest):
+    guest.token = "not-a-token"     # the stand-in daemon refuses it: systemctl restart fails
+    result, failed = guest.run()
+    assert failed and result["changed"] is True and result["restarted"] is False
+    assert result["done"] == [f"create the token folder {guest.tokens}",
+                              f"write the client configuration token {guest.token_file()} (mode 0744)",
+                              f"write {guest.conf}"]
+    assert "Completed before the failure: create the token folder" in result["msg"]
+    assert result["operations"][-2:] == ["restart nvidia-gridd (systemctl restart nvidia-gridd)",
+                                         "wait up to 0 s until the VM is licensed"]
+
+
+def test_enable_enables_and_starts_the_unit_in_the_same_run(guest):
+    guest.run(restart=False, wait=False)            # files in place, daemon never started
+    result, failed = guest.run(enable=True)
+    assert not failed, result["msg"]
+    assert result["done"] == ["enable nvidia-gridd.service (systemctl enable nvidia-gridd)",
+                              "start nvidia-gridd.service (systemctl start nvidia-gridd)"]
+    assert result["changed"] and not result["restart_required"] and not result["restarted"]
+    again, failed = guest.run(enable=True)
+    assert not failed and not again["changed"] and again["done"] == []
+    assert [c[1] for c in guest.calls if c[0] == "systemctl"] == ["show", "enable", "start", "show"]
+
+
+@pytest.mark.parametrize(("unit", "message"), [
+    ({"LoadState": "not-found", "UnitFileState": "", "ActiveState": "inactive"},
+     "nvidia-gridd.service is not installed (systemctl show: LoadState=not-found): install the vGPU guest driver"),
+    ({"LoadState": "loaded", "UnitFileState": "masked", "ActiveState": "inactive"},
+     "nvidia-gridd.service is masked; unmask it"),
+])
+def test_enable_refuses_a_missing_or_masked_unit_before_writing(guest, unit, message):
+    guest.unit = unit
+    result, failed = guest.run(enable=True)
+    assert failed and message in result["msg"] and result["changed"] is False
+    assert not os.path.exists(guest.conf) and not os.path.exists(guest.tokens)
+
+
+def test_absent_removes_the_token_and_the_listed_keys_then_restarts(guest):
+    first, failed = guest.run()
+    assert not failed and first["license"]["state"] == "licensed"
+    absent = {"path": guest.conf, "state": "absent", "remove": ["feature_type", "client_config_token_path"]}
+    result, failed = run_module(vgpu_license.main, absent)
+    assert not failed, result["msg"]
+    assert result["changed"] and result["restarted"] and result["done"][0] == f"remove the token {guest.token_file()}"
+    assert result["tokens_removed"] == [guest.token_file()] and result["token"]["present"] is False
+    assert not os.path.exists(guest.token_file()) and os.path.isdir(guest.tokens)
+    with open(guest.conf) as fh:   # the token was looked for where gridd.conf pointed before this run
+        assert [line for line in fh if line.startswith(("FeatureType=", "ClientConfigTokenPath="))] == []
+    assert result["config_changes"] == ["FeatureType: 1 -> (unset)", f"ClientConfigTokenPath: {guest.tokens} -> (unset)"]
+    again, failed = run_module(vgpu_license.main, absent)
+    assert not failed and not again["changed"] and again["done"] == []
+
+
+def test_absent_takes_no_values(guest):
+    result, failed = guest.run(state="absent")
+    assert failed and result["msg"].startswith("state=absent removes the token and the keys listed in remove; it "
+                                               "takes no values to set (feature_type, client_config_token_path, "
+                                               "token_content given)")
+
+
+# ---- bounded reads and the lock ----------------------------------------------------------------------------
+
+def test_path_that_is_not_a_regular_file_is_refused_at_once(guest, tmp_path):
+    fifo = tmp_path / "gridd.fifo"
+    os.mkfifo(fifo)
+    for path in (str(fifo), "/dev/zero"):
+        result, failed = guest.run(path=path, restart=False, wait=False)
+        assert failed and result["msg"] == f"path: {path} is not a regular file; give a regular file"
+        assert result["changed"] is False
+
+
+def test_oversized_gridd_conf_is_refused(guest):
+    os.makedirs(os.path.dirname(guest.conf))
+    with open(guest.conf, "wb") as fh:
+        fh.write(b"#" * (_gridd_host.CONF_MAX_BYTES + 1))
+    result, failed = guest.run(restart=False, wait=False)
+    assert failed and f"is {_gridd_host.CONF_MAX_BYTES + 1} bytes, more than the" in result["msg"]
+
+
+def test_lock_held_by_another_run_fails_with_a_clear_message(tmp_path):
+    held = _gridd_host.Lock(dirs=(str(tmp_path),), timeout=0.2)
+    held.acquire()
+    try:
+        other = _gridd_host.Lock(dirs=(str(tmp_path),), timeout=0.2)
+        with pytest.raises(_gridd.GriddError, match=r"another run of gpuops.sharing.vgpu_license holds .* for more "
+                                                    r"than 0.2 s; try again when it has finished"):
+            other.acquire()
+    finally:
+        held.release()
+    again = _gridd_host.Lock(dirs=(str(tmp_path),), timeout=0.2)
+    again.acquire()      # released: the next run gets it
+    again.release()
