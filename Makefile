@@ -87,7 +87,7 @@ venv: $(VENV)/.installed collection-link
 venv-floor: $(VENV_FLOOR)/.installed collection-link
 
 # Debian packages the tests use, installed by this file when run as root (apt lines, nothing by hand)
-SYSTEM_PACKAGES ?= shellcheck
+SYSTEM_PACKAGES ?= shellcheck fuse3 mdevctl
 system-deps:
 	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
@@ -116,7 +116,7 @@ test-quick: simulator-tests units units-floor $(addprefix units-,$(CORE_MIDS)) s
             $(addprefix sanity-,$(CORE_MIDS)) integration lint docs-lint docs artifact-check
 	@echo "== make test-quick: all parts passed (fleet not run)"
 
-simulator-tests: venv
+simulator-tests: venv system-deps
 	@echo "== simulator tests"
 	cd $(ROOT) && PYTHONPATH=simulator $(VENV)/bin/python -m pytest -q -p no:cacheprovider simulator/tests
 

@@ -12,7 +12,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 # each module has run() -> [(title, rows)]; rows[0] is the header
-SECTIONS = ["mig_bench", "mps_noop", "fleet_bench", "capacity_bench"]  # more are added as features land
+SECTIONS = ["mig_bench", "mps_noop", "vgpu_bench", "fleet_bench", "capacity_bench"]  # more are added as features land
 
 
 def alternate(commands: dict[str, list[str]], env: dict, repeats: int, check) -> dict[str, list[float]]:

@@ -197,6 +197,39 @@ def cmd_mps(args) -> None:
     print(f"gpusim: client {args.pid} {'connected to' if args.what == 'add' else 'left'} MPS server {reply.strip()}")
 
 
+def cmd_sysfs(args) -> None:
+    from . import sysfs
+    st.peek(args.state)                       # a missing state is an error now, not an EIO later
+    sysfs.mount(args.mountpoint, args.state, foreground=True)
+
+
+def cmd_vgpu(args) -> None:
+    from . import vgpu
+    with st.transaction(args.state) as data:
+        host = vgpu.host(data)
+        if args.action in ("manager", "iommu", "mixed-size"):
+            if args.value not in ("on", "off"):
+                _fail(f"vgpu {args.action} takes on or off, not {args.value!r}")
+            if args.action == "mixed-size":
+                for gpu in data["gpus"]:
+                    vgpu.section(gpu)["mixed_size"] = args.value == "on"
+            else:
+                host[args.action] = args.value == "on"
+        elif args.action in ("open", "close"):
+            _gpu, found = vgpu.find_vgpu(data, (args.value or "").lower())
+            if found is None:
+                _fail(f"no vGPU {args.value!r}")
+            found["open"] = args.action == "open"
+        else:
+            for gpu in data["gpus"]:
+                if vgpu.model(gpu):
+                    s = vgpu.section(gpu)
+                    print(f"GPU {gpu['index']} {vgpu.bdf(gpu)} {vgpu.model(gpu)['layout']} vfs={s['numvfs']}")
+                    for v in s["vgpus"]:
+                        t = vgpu.type_by_id(gpu, v["type_id"])
+                        print(f"  {v['uuid']} {t['name']} on {v['parent']}" + (" open" if v.get("open") else ""))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gpusim", description=__doc__)
     parser.add_argument("--state", help="state file (default: $GPUSIM_STATE or /var/lib/gpusim/state.json)")
@@ -273,6 +306,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["add", "remove"])
     p.add_argument("name")
     p.set_defaults(func=cmd_holder)
+
+    p = sub.add_parser("sysfs", help="serve the vGPU host's sysfs through FUSE (mount DIR, in the foreground)")
+    p.add_argument("action", choices=["mount"])
+    p.add_argument("mountpoint")
+    p.set_defaults(func=cmd_sysfs)
+
+    p = sub.add_parser("vgpu", help="vGPU host: show, manager on|off, iommu on|off, mixed-size on|off, open|close UUID")
+    p.add_argument("action", choices=["show", "manager", "iommu", "mixed-size", "open", "close"])
+    p.add_argument("value", nargs="?")
+    p.set_defaults(func=cmd_vgpu)
     return parser
 
 

@@ -531,6 +531,9 @@ def reboot(state: dict) -> None:
     # drop the "mps" section (their pipe directories under /run are gone too).
     from . import mps
     mps.on_reboot(state)
+    # ---- vGPU host (gpusim/vgpu.py): virtual functions disabled again, every vGPU gone.
+    from . import vgpu
+    vgpu.on_reboot(state)
 
 
 # --------------------------------------------------------------------------- processes

@@ -1,0 +1,236 @@
+#!/usr/bin/python
+# Copyright (c) gpuops.sharing contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: vgpu_devices
+short_description: Create the vGPU devices of a KVM hypervisor by type name, changing as little as possible
+version_added: 0.2.0
+description:
+  - Makes each selected GPU of a hypervisor with NVIDIA's vGPU manager hold exactly the vGPU devices you declare,
+    in the configuration format of NVIDIA's vgpu-device-manager, unchanged.
+  - Works on the three host layouts, detected per GPU. mdev types on the physical function (T4, V100, A10 with
+    vGPU 16 and older). SR-IOV with mdev types on the virtual functions, one vGPU per VF (A100, A30); the VFs
+    are enabled with C(/usr/lib/nvidia/sriov-manage) first when they are off. NVIDIA's vendor-specific VFIO
+    framework (vGPU 17 and later on Ada, Hopper and Blackwell with kernels without mdev), through each VF's
+    C(nvidia/creatable_vgpu_types) and C(nvidia/current_vgpu_type).
+  - Types are named as the driver names them, the last word of the mdev type's C(name) (V(A100-4C) for
+    C(NVIDIA A100-4C) and C(GRID A100-4C)) or the name in C(creatable_vgpu_types); numeric type ids are refused,
+    they change between driver branches.
+  - Every existing vGPU that matches the configuration is kept with its UUID; only the difference is created and
+    removed. vGPUs that a VM uses (its VFIO group open, or a running libvirt domain naming it) are never removed
+    unless O(force=true).
+  - Everything that could be refused is decided for all GPUs before the first write, with the reason and what
+    would fit on that GPU. A failure after a write reports RV(done) and C(changed=true).
+  - On mdev hosts every vGPU is defined with C(mdevctl define --auto) so that it comes back after a reboot, and
+    definitions on the selected GPUs that the configuration does not hold are removed.
+extends_documentation_fragment:
+  - gpuops.sharing._attributes
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Writes nothing and reports the operations it would perform; UUIDs of vGPUs to create are drawn anew each
+        run unless given in O(uuids).
+  diff_mode:
+    support: full
+    details:
+      - The vGPUs of every selected GPU before and after, one line each.
+  idempotent:
+    support: full
+options:
+  config:
+    description:
+      - The vGPU devices, as the list of entries of one vgpu-device-manager configuration (what sits under a name
+        in C(vgpu-configs)).
+      - Each entry has C(devices) (V(all) or a list of GPU indexes, in PCI address order), an optional
+        C(device-filter) (a PCI id such as V(0x20B010DE), optionally with V(:0xSSSSVVVV) for the subsystem; a
+        string or a list) and C(vgpu-devices), a mapping from vGPU type name to count. V({}) means no vGPUs.
+      - An entry may not mix time-sliced (V(A100-4C)) and MIG-backed (V(A100-1-5C)) types. When several entries
+        select a GPU, the last one whose types the GPU offers wins. GPUs no entry selects are left alone.
+    type: list
+    elements: dict
+  config_file:
+    description:
+      - A vgpu-device-manager configuration file on the managed host (C(version=v1), C(vgpu-configs)), such as
+        NVIDIA's C(examples/config-example.yaml). The whole file is validated. Needs PyYAML on the host.
+    type: path
+  config_name:
+    description:
+      - The configuration of O(config_file) to apply.
+    type: str
+  uuids:
+    description:
+      - Fixed UUIDs, so that a VM keeps its vGPU across runs and reboots. A mapping from GPU index (or PCI address)
+        to a mapping from type name to a list of UUIDs, at most as many as the configuration asks for of that type.
+      - An existing vGPU with such a UUID is kept; a missing one is created with it. Not for vendor-VFIO GPUs,
+        whose vGPUs have no UUID (the virtual function names them).
+    type: dict
+  force:
+    description:
+      - Remove vGPUs that a VM uses when the configuration needs them gone.
+    type: bool
+    default: false
+requirements:
+  - NVIDIA vGPU manager (C(nvidia-vgpu-mgr)) on the host, the IOMMU enabled.
+  - mdevctl, for mdev layouts.
+  - nvidia-ml-py, for MIG-backed types (to read the GPU instances).
+notes:
+  - MIG-backed types need MIG mode and one GPU instance of the type's profile per vGPU; create those first with
+    M(gpuops.sharing.mig).
+  - Virtual functions enabled by C(sriov-manage) do not survive a reboot; run this module again at boot on SR-IOV
+    and vendor-VFIO hosts.
+seealso:
+  - name: NVIDIA vgpu-device-manager
+    description: The configuration format.
+    link: https://github.com/NVIDIA/vgpu-device-manager
+  - name: NVIDIA Virtual GPU Software User Guide
+    description: vGPU types per GPU, and the host layouts.
+    link: https://docs.nvidia.com/vgpu/latest/grid-vgpu-user-guide/
+author:
+  - gpuops.sharing maintainers (@gpuops)
+"""
+
+EXAMPLES = r"""
+- name: Four A100X-4C vGPUs on every A100 40GB, one of them with a fixed UUID
+  gpuops.sharing.vgpu_devices:
+    config:
+      - devices: all
+        vgpu-devices:
+          A100X-4C: 4
+    uuids:
+      "0":
+        A100X-4C:
+          - 4b20d080-1b54-4048-85b3-a6a62d165c01
+
+- name: A configuration of NVIDIA's own example file
+  gpuops.sharing.vgpu_devices:
+    config_file: /etc/nvidia/vgpu-devices.yaml
+    config_name: A100X-8C
+"""
+
+RETURN = r"""
+gpus:
+  description: Every GPU the configuration selects, with its vGPUs after the run (in check mode, as planned).
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    index:
+      description: GPU index (PCI address order).
+      type: int
+    pci_bus_id:
+      description: PCI address of the physical function.
+      type: str
+    name:
+      description: GPU model.
+      type: str
+    layout:
+      description: V(mdev) (types on the physical function), V(sriov-mdev) (mdev types on the virtual functions)
+        or V(vfio) (NVIDIA's vendor-specific VFIO).
+      type: str
+    vfs:
+      description: PCI addresses of the virtual functions (empty for V(mdev)).
+      type: list
+      elements: str
+    vgpus:
+      description: The vGPUs, each with C(uuid) (null on V(vfio)), C(type_name), C(type_id) and C(parent), the
+        PCI address of the function it sits on.
+      type: list
+      elements: dict
+    kept:
+      description: Existing vGPUs kept.
+      type: int
+    created:
+      description: vGPUs created.
+      type: int
+    removed:
+      description: vGPUs removed.
+      type: int
+  sample:
+    - index: 0
+      pci_bus_id: "0000:41:00.0"
+      name: NVIDIA A100-SXM4-40GB
+      layout: sriov-mdev
+      vfs: ["0000:41:00.4", "0000:41:00.5"]
+      vgpus:
+        - {uuid: 4b20d080-1b54-4048-85b3-a6a62d165c01, type_name: A100X-4C, type_id: 2000, parent: "0000:41:00.4"}
+      kept: 0
+      created: 1
+      removed: 0
+kept:
+  description: vGPUs kept, on all GPUs.
+  returned: always
+  type: int
+created:
+  description: vGPUs created (or that would be, in check mode).
+  returned: always
+  type: int
+destroyed:
+  description: vGPUs removed (or that would be, in check mode); the fewest the configuration allows.
+  returned: always
+  type: int
+operations:
+  description: The planned operations, one sentence each.
+  returned: always
+  type: list
+  elements: str
+done:
+  description: The operations carried out (empty in check mode); on failure, those completed before it.
+  returned: always
+  type: list
+  elements: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.gpuops.sharing.plugins.module_utils import _host, _vgpu, _vgpu_host
+from ansible_collections.gpuops.sharing.plugins.module_utils._nvml import HAS_PYNVML, PYNVML_IMPORT_ERROR, Nvml, NvmlError
+from ansible_collections.gpuops.sharing.plugins.module_utils._runner import run_module
+
+EMPTY = {"changed": False, "gpus": [], "kept": 0, "created": 0, "destroyed": 0, "operations": [], "done": []}
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "config": {"type": "list", "elements": "dict"},
+            "config_file": {"type": "path"},
+            "config_name": {"type": "str"},
+            "uuids": {"type": "dict"},
+            "force": {"type": "bool", "default": False},
+        },
+        mutually_exclusive=[("config", "config_file")],
+        required_one_of=[("config", "config_file")],
+        required_together=[("config_file", "config_name")],
+        supports_check_mode=True,
+    )
+    p = module.params
+    try:
+        if p["config"] is not None:
+            entries = _vgpu.parse_entries(p["config"], "config")
+        else:
+            entries = _vgpu_host.load_config_file(p["config_file"], p["config_name"])
+        mig_backed = any(_vgpu.parse_type(t)["g"] for e in entries for t in e["vgpu_devices"])
+        tools = {"run_command": _host.module_runner(module), "entries": entries, "uuids": p["uuids"],
+                 "force": p["force"], "sriov_manage": module.get_bin_path("sriov-manage", opt_dirs=["/usr/lib/nvidia"]),
+                 "mdevctl": module.get_bin_path("mdevctl"), "virsh": module.get_bin_path("virsh")}
+        if mig_backed and not HAS_PYNVML:
+            module.fail_json(msg=missing_required_lib("nvidia-ml-py") + " (MIG-backed vGPU types need the GPU "
+                             "instances, read through NVML)", exception=PYNVML_IMPORT_ERROR, **EMPTY)
+        if mig_backed:
+            with Nvml() as nv:
+                run_module(module, _vgpu_host.HostVgpu(nv=nv, **tools), EMPTY)
+        else:
+            run_module(module, _vgpu_host.HostVgpu(**tools), EMPTY)
+    except (_vgpu.ConfigError, _vgpu.PlanError, _vgpu_host.HostError) as exc:
+        module.fail_json(msg=str(exc), **EMPTY)
+    except NvmlError as exc:
+        module.fail_json(msg=exc.message, **EMPTY)
+
+
+if __name__ == "__main__":
+    main()
