@@ -8,7 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: vgpu_devices
 short_description: Create the vGPU devices of a KVM hypervisor by type name, changing as little as possible
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Makes each selected GPU of a hypervisor with NVIDIA's vGPU manager hold exactly the vGPU devices you declare,
     in the configuration format of NVIDIA's vgpu-device-manager, unchanged.
