@@ -330,7 +330,7 @@ def list_ci_profiles(gpus: list[dict], gi_ids: list[int]) -> str:
             gi_prof = dev.gi_profile(gpu, gi["profile_id"])
             for prof in gi_prof["compute_instance_profiles"]:
                 used = sum(1 for c in gi["compute_instances"] if c["profile_id"] == prof["id"])
-                free = len([p for p in dev.ci_free_placements(gi, prof)][:max(0, prof["instance_count"] - used)])
+                free = len(list(dev.ci_free_placements(gi, prof))[:max(0, prof["instance_count"] - used)])
                 pid = f"{prof['id']}{'*' if prof.get('default') else ' '}"
                 out.append(f"|{gpu['index']:>4}{gi['id']:>7}       MIG {prof['name']:<13}{pid:>5}"
                            f"{free:>6}/{prof['instance_count']:<3}{prof.get('multiprocessor_count') or 0:>11}"
