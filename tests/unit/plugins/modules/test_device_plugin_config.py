@@ -16,7 +16,7 @@ from ansible_collections.gpuops.sharing.plugins.modules import device_plugin_con
 
 from ...conftest import SIMULATOR, run_module
 
-SMI = [sys.executable, os.path.join(SIMULATOR, "bin", "nvidia-smi")]
+SMI = [sys.executable, os.path.join(SIMULATOR, "libexec", "nvidia-smi.py")]
 
 
 @pytest.fixture

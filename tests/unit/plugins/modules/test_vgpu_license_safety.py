@@ -23,7 +23,7 @@ from gpusim import license as simlicense
 
 from ...conftest import SIMULATOR, run_module
 
-GRIDD = os.path.join(SIMULATOR, "bin", "nvidia-gridd")
+GRIDD = os.path.join(SIMULATOR, "libexec", "nvidia-gridd.py")
 
 
 @pytest.fixture
