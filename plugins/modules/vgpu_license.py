@@ -256,16 +256,16 @@ EXAMPLES = r"""
     wait: false
   become: true
 
-- name: Remove the token and the keys a present run set (the VM is then unlicensed)
-  gpuops.sharing.vgpu_license:
-    state: absent
-    remove: [feature_type]
-  become: true
-
 - name: Move from the legacy server to NLS
   gpuops.sharing.vgpu_license:
     token_content: "{{ vault_nls_token }}"
     remove: [server_address, server_port, backup_server_address, backup_server_port]
+  become: true
+
+- name: Remove the token and the keys a present run set (the VM is then unlicensed)
+  gpuops.sharing.vgpu_license:
+    state: absent
+    remove: [feature_type]
   become: true
 """
 

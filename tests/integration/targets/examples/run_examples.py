@@ -100,13 +100,23 @@ def record(key: str, task: dict) -> dict:
 
 
 def play_for(scenario: dict, out: str, name: str, tasks: list[dict], extra_vars: dict | None = None,
-             host: dict | None = None) -> dict:
+             host: dict | None = None, defaults: dict | None = None) -> dict:
+    """One play; ``defaults`` (an example's own module_defaults) is merged over the scenario's per
+    module, a value of null taking that option out."""
     host = host or scenario["host"]
+    module_defaults = {m: dict(v) for m, v in (scenario.get("module_defaults") or {}).items()}
+    for module, options in (defaults or {}).items():
+        merged = module_defaults.setdefault(module, {})
+        for option, value in options.items():
+            if value is None:
+                merged.pop(option, None)
+            else:
+                merged[option] = value
     state = os.path.join(out, name + ".json")
     variables = {"example_outcomes": {}, **rewrite(scenario.get("vars", {}), {"@OUT@": out}), **(extra_vars or {})}
     return {"name": f"examples of {name}", "hosts": "localhost", "gather_facts": False,
             "environment": {"GPUSIM_STATE": state, **rewrite(scenario.get("environment", {}), {"@OUT@": out})},
-            "module_defaults": rewrite(scenario.get("module_defaults", {}), {"@OUT@": out}),
+            "module_defaults": rewrite(module_defaults, {"@OUT@": out}),
             "vars": variables,
             "tasks": setup_tasks(host, state, out) + tasks + [{
                 "name": "write the outcomes", "ansible.builtin.copy": {
@@ -149,6 +159,23 @@ def main(out: str, only: list[str]) -> int:
         if scenario is None:
             problems.append(f"{source}: no scenario in scenarios.yml")
             continue
+        if scenario.get("elsewhere"):
+            # its examples need what this host lacks (FUSE sysfs, a controller-only plugin's own
+            # harness): the test named there runs every one of them, which it must say it does
+            where = os.path.join(COLLECTION, scenario["elsewhere"])
+            text = ""
+            paths = [where] if os.path.isfile(where) else \
+                [os.path.join(d, n) for d, _dirs, names in os.walk(where) for n in sorted(names)]
+            for path in paths:
+                with open(path, errors="replace") as fh:
+                    text += fh.read()
+            marker = "README" if kind == "role" else "EXAMPLES"
+            if marker not in text:
+                problems.append(f"{source}: scenarios.yml says {scenario['elsewhere']} runs its examples, "
+                                f"but that test does not read its {marker}")
+            else:
+                report.append(f"{source}: its examples run in {scenario['elsewhere']} ({scenario['why']})")
+            continue
         playdir = os.path.join(out, name + "-play")
         os.makedirs(playdir, exist_ok=True)
         write_files(scenario, out, playdir)
@@ -168,11 +195,12 @@ def main(out: str, only: list[str]) -> int:
                         del task[module]
                         task.update(replacement)
                 host = (entries[key] or {}).get("host") or scenario["host"]
-                if not groups or groups[-1][0] != host:
-                    groups.append((host, []))
+                defaults = (entries[key] or {}).get("module_defaults")
+                if not groups or groups[-1][0] != (host, defaults):
+                    groups.append(((host, defaults), []))
                 groups[-1][1].append(record(key, rewrite(task, paths)))
-            for n, (host, tasks) in enumerate(groups):
-                plays.append(play_for(scenario, out, f"{name}-{n + 1}", tasks, host=host))
+            for n, ((host, defaults), tasks) in enumerate(groups):
+                plays.append(play_for(scenario, out, f"{name}-{n + 1}", tasks, host=host, defaults=defaults))
         else:
             variables, readme_plays = readme_blocks(name)
             for play in readme_plays:
