@@ -20,6 +20,5 @@ def test_example_ansible_cfg_sets_what_the_scaling_guide_says():
     out = done.stdout
     assert "DEFAULT_FORKS" in out and "= 50" in out.split("DEFAULT_FORKS", 1)[1].splitlines()[0]
     assert "DEFAULT_GATHERING" in out and "explicit" in out.split("DEFAULT_GATHERING", 1)[1].splitlines()[0]
-    with open(os.path.join(ROOT, "docs", "scaling.md")) as fh:
-        with open(cfg) as example:
-            assert example.read() in fh.read(), "docs/scaling.md shows examples/ansible.cfg as it is"
+    with open(os.path.join(ROOT, "docs", "scaling.md")) as fh, open(cfg) as example:
+        assert example.read() in fh.read(), "docs/scaling.md shows examples/ansible.cfg as it is"
