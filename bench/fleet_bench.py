@@ -1,55 +1,112 @@
-"""Fleet benchmarks (`make bench`): playbooks/site.yml over SSH on booted fleet test hosts.
+"""Fleet benchmarks (`make bench`): the playbooks over SSH on booted fleet test hosts.
 
 * The whole fleet of tests/fleet/hosts.yml (every host group, mixed GPU models): a no-op
   site.yml (everything already applied) as a ratio to `ansible -m ping` over the same hosts,
-  both measured alternately in the same run (median of the rounds).
-* The per-host cost as the fleet grows from 2 to 8 hosts. The fleet grows by copies of one host
+  both measured alternately in the same run (median of the rounds). Target: at most 4x.
+* The tasks each role runs on each host in that no-op run (bench/callback_plugins/gpuops_task_count:
+  tasks that ran on the host, not skipped, not controller-only actions such as debug or assert).
+* The per-host cost as the fleet grows from 2 to 16 hosts. The fleet grows by copies of one host
   (SCALE_HOST: MIG layout plus one MPS daemon per MIG device, the most work per host), so that
   every size does the same work per host; growing the mixed list instead would add other host
-  groups with other plays at each size and measure the mix, not the scaling. Linear or better
+  groups with other plays at each size and measure the mix, not the scaling. Flat or falling
   means the seconds per host do not grow.
+* The mps role (not just the module) on one host with 56 MPS daemons (8 x A100-SXM4-40GB, seven
+  1g.5gb MIG devices each, under systemd), no-op, against ping on that host. Target: at most 3x.
 
 Needs what the fleet needs (root, systemd-nspawn); elsewhere the section says why it is skipped.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(ROOT, "tests", "fleet"))
 
 import fleet  # noqa: E402
 
-SIZES = (2, 4, 8)
+SIZES = (2, 4, 8, 16)
 SCALE_HOST = "mig-h100-01"
 ROUNDS = 3
+SITE_TARGET, MPS_TARGET = 4.0, 3.0
+MPS_HOST = {"mps-bench-56": {"model": "A100-SXM4-40GB", "gpus": 8, "groups": []}}
 
 
-def _timed(cmd: list[str]) -> float:
+def _env(**extra) -> dict:
+    return {**fleet.ansible_env(), **extra}
+
+
+def _timed(cmd: list[str], env: dict | None = None) -> float:
     start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, env=fleet.ansible_env(), capture_output=True, text=True, check=False)
+    proc = subprocess.run(cmd, cwd=ROOT, env=env or _env(), capture_output=True, text=True, check=False)
     if proc.returncode:
         raise fleet.FleetError(f"{' '.join(cmd)} failed: {proc.stdout[-1500:]}{proc.stderr[-500:]}")
+    if "PLAY RECAP" in proc.stdout and any(c.get("changed") for c in fleet.recap(proc.stdout).values()):
+        raise fleet.FleetError(f"{' '.join(cmd)} changed something in a run that must be a no-op: "
+                               f"{fleet.recap(proc.stdout)}")
     return time.perf_counter() - start
 
 
-def _measure(count: int | None = None, like: str | None = None) -> tuple[int, float, float]:
-    """(hosts, median no-op site.yml seconds, median ping seconds)."""
-    infos = fleet.up(count, like)
-    inventory = os.path.join(fleet.RUN, "inventory.yml")
-    site = ["ansible-playbook", "-i", inventory, os.path.join(ROOT, "playbooks", "site.yml")]
-    ping = ["ansible", "-i", inventory, "all", "-m", "ansible.builtin.ping"]
-    _timed(site)  # apply once: what follows is the no-op run
-    noop, pings = [], []
+def _alternate(play: list[str], ping: list[str]) -> tuple[float, float]:
+    """Median seconds of the playbook and of ping, taking turns ROUNDS times."""
+    plays, pings = [], []
     for _round in range(ROUNDS):
-        noop.append(_timed(site))
+        plays.append(_timed(play))
         pings.append(_timed(ping))
-    return len(infos), statistics.median(noop), statistics.median(pings)
+    return statistics.median(plays), statistics.median(pings)
+
+
+def _tasks_per_host(play: list[str]) -> dict[str, dict[str, int]]:
+    """{host: {role: tasks run on the host}} of one more no-op run, through the counting callback."""
+    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        _timed(play, _env(ANSIBLE_CALLBACK_PLUGINS=os.path.join(HERE, "callback_plugins"),
+                          ANSIBLE_CALLBACKS_ENABLED="gpuops_task_count", GPUOPS_TASK_COUNT_FILE=out.name))
+        with open(out.name) as fh:
+            return json.load(fh)
+
+
+def _commands(playbook: str) -> tuple[list[str], list[str]]:
+    inventory = os.path.join(fleet.RUN, "inventory.yml")
+    return (["ansible-playbook", "-i", inventory, playbook],
+            ["ansible", "-i", inventory, "all", "-m", "ansible.builtin.ping"])
+
+
+def _site(count: int | None = None, like: str | None = None, count_tasks: bool = False):
+    infos = fleet.up(count, like)
+    site, ping = _commands(os.path.join(ROOT, "playbooks", "site.yml"))
+    subprocess.run(site, cwd=ROOT, env=_env(), capture_output=True, text=True, check=True)  # apply once
+    noop, pinged = _alternate(site, ping)
+    tasks = _tasks_per_host(site) if count_tasks else None
+    return len(infos), noop, pinged, tasks
+
+
+def _mps_role() -> tuple[int, float, float, dict]:
+    fleet.up(specs=MPS_HOST)
+    setup, _ = _commands(os.path.join(HERE, "playbooks", "mps_56_setup.yml"))
+    play, ping = _commands(os.path.join(HERE, "playbooks", "mps_56.yml"))
+    subprocess.run(setup, cwd=ROOT, env=_env(), capture_output=True, text=True, check=True)
+    first = subprocess.run(play, cwd=ROOT, env=_env(), capture_output=True, text=True, check=False)
+    if first.returncode:
+        raise fleet.FleetError(f"the mps role failed on the benchmark host: {first.stdout[-2000:]}")
+    # the role's report: one line per daemon, "<target> (<uuid>): running, threads ..."
+    daemons = sum(1 for line in first.stdout.splitlines() if "): running, threads" in line)
+    noop, pinged = _alternate(play, ping)
+    return daemons, noop, pinged, _tasks_per_host(play)
+
+
+def _tasks_table(tasks: dict[str, dict[str, int]]) -> list[list[str]]:
+    roles = sorted({role for per in tasks.values() for role in per})
+    rows = [["host", *roles, "total"]]
+    for host, per in sorted(tasks.items()):
+        rows.append([host, *(str(per.get(r, "-")) for r in roles), str(sum(per.values()))])
+    return rows
 
 
 def run() -> list[tuple[str, list[list[str]]]]:
@@ -57,22 +114,30 @@ def run() -> list[tuple[str, list[list[str]]]]:
         fleet.preflight()
     except fleet.FleetError as exc:
         return [("Fleet (skipped)", [["reason"], [str(exc)]])]
-    mixed = [["hosts", "no-op site.yml (s)", "ansible -m ping (s)", "ratio site/ping"]]
+    mixed = [["hosts", "no-op site.yml (s)", "ansible -m ping (s)", "ratio site/ping", "target"]]
     scaling = [["hosts", "no-op site.yml (s)", "ansible -m ping (s)", "ratio site/ping", "site.yml s per host",
                 "per host vs 2 hosts"]]
+    mps = [["host", "daemons", "no-op mps role (s)", "ansible -m ping (s)", "ratio role/ping", "target"]]
     try:
-        hosts, noop, ping = _measure()
-        mixed.append([str(hosts), f"{noop:.1f}", f"{ping:.1f}", f"{noop / ping:.2f}x"])
+        hosts, noop, ping, tasks = _site(count_tasks=True)
+        mixed.append([str(hosts), f"{noop:.1f}", f"{ping:.1f}", f"{noop / ping:.2f}x", f"<= {SITE_TARGET:g}x"])
         base = None
         for size in SIZES:
-            hosts, noop, ping = _measure(size, SCALE_HOST)
+            hosts, noop, ping, _tasks = _site(size, SCALE_HOST)
             per_host = noop / hosts
             base = base or per_host
             scaling.append([str(hosts), f"{noop:.1f}", f"{ping:.1f}", f"{noop / ping:.2f}x", f"{per_host:.2f}",
                             f"{per_host / base:.2f}x"])
+        daemons, noop, ping, mps_tasks = _mps_role()
+        mps.append([next(iter(MPS_HOST)) + " (8 x A100-SXM4-40GB, 7 x 1g.5gb each)", str(daemons), f"{noop:.1f}",
+                    f"{ping:.1f}", f"{noop / ping:.2f}x", f"<= {MPS_TARGET:g}x"])
     finally:
         fleet.down(quiet=True)
     return [(f"No-op site.yml over SSH on the whole fleet (every host group) vs ping (median of {ROUNDS} "
              "alternating rounds)", mixed),
-            (f"Fleet growth: no-op site.yml on 2 to 8 copies of {SCALE_HOST} (MIG + MPS on MIG devices), "
-             f"median of {ROUNDS}", scaling)]
+            ("Tasks run on each host per role in that no-op site.yml (not skipped, not controller-only)",
+             _tasks_table(tasks)),
+            (f"Fleet growth: no-op site.yml on 2 to 16 copies of {SCALE_HOST} (MIG + MPS on MIG devices), "
+             f"median of {ROUNDS}", scaling),
+            (f"The mps role, no-op, on one host with 56 MPS daemons under systemd vs ping (median of {ROUNDS})", mps),
+            ("Tasks run on that host per role in the no-op mps role", _tasks_table(mps_tasks))]

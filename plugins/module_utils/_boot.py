@@ -87,13 +87,22 @@ def version_stamp(collection_version: str, sources: dict[str, str]) -> str:
             f"files {' '.join(name + '.py' for name in sorted(sources))}\n")
 
 
-def entry_point(description: str, module: str, call: str) -> str:
+def entry_point(description: str, module: str, call: str, execute: bool = False) -> str:
     """A boot entry script: the installed code first on sys.path, then ``module.call(argv, run, out)``.
 
-    The script holds the two things module_utils may not do (run a subprocess, print): ``run`` is
-    the command seam AnsibleModule.run_command is for the module, in the C locale; ``out`` writes
-    a line to the journal.
+    The script holds the things module_utils may not do (run a subprocess, print, replace the
+    process): ``run`` is the command seam AnsibleModule.run_command is for the module, in the C
+    locale; ``out`` writes a line to the journal.  With ``execute``, the call also gets
+    ``execute(argv, env)``, which replaces the process with ``argv`` and the environment updated by
+    ``env`` (an entry that starts a daemon systemd then watches: ``gpuops-mps-exec``).
     """
+    seam = ""
+    args = "sys.argv[1:], run, lambda text: print(text, flush=True)"
+    if execute:
+        seam = ("def execute(argv, env):\n"
+                "    sys.stdout.flush()\n"
+                "    os.execve(argv[0], argv, dict(os.environ, **env))\n\n\n")
+        args += ", execute"
     return (
         "#!/usr/bin/python3\n"
         f"# {description}\n"
@@ -107,8 +116,9 @@ def entry_point(description: str, module: str, call: str) -> str:
         "    environ = dict(os.environ, **_host.C_LOCALE, **(env or {}))\n"
         "    done = subprocess.run(argv, input=data, capture_output=True, text=True, check=False, env=environ)\n"
         "    return done.returncode, done.stdout, done.stderr\n\n\n"
+        f"{seam}"
         "if __name__ == '__main__':\n"
-        f"    sys.exit({module}.{call}(sys.argv[1:], run, lambda text: print(text, flush=True)))\n"
+        f"    sys.exit({module}.{call}({args}))\n"
     )
 
 

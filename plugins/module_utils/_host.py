@@ -117,6 +117,23 @@ def list_files(directory: str) -> list[str]:
                   if os.path.isfile(os.path.join(directory, name)) and not name.startswith("."))
 
 
+def read_installed(paths, directory: str) -> dict:
+    """Path -> text (None when absent) of ``paths`` and of every file now in ``directory``, which the
+    caller owns whole (boot code: a file there that is not wanted is stale)."""
+    current = {path: read_managed(path) for path in paths}
+    for path in list_files(directory):
+        current.setdefault(path, read_managed(path))
+    return current
+
+
+def remove_empty_dirs(directories) -> None:
+    """Remove each directory (deepest first, as given) if it is empty; one the admin put files in stays."""
+    for directory in directories:
+        with contextlib.suppress(FileNotFoundError, OSError):
+            if not os.path.islink(directory):
+                os.rmdir(directory)
+
+
 def make_dirs(directory: str, mode: int = 0o755) -> None:
     """Create ``directory`` and its missing parents; an existing component that is a symlink is refused
     for the parts the module creates (what exists above them is the admin's)."""

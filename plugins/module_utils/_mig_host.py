@@ -102,10 +102,7 @@ class HostMig:
     def observe(self) -> list[dict]:
         if self.boot_dir:
             self.boot_files = self._boot_wanted()
-            current = {path: _host.read_managed(path) for path in self.boot_files}
-            for path in _host.list_files(os.path.join(self.boot_dir, _boot.LIB_SUBDIR)):
-                current.setdefault(path, _host.read_managed(path))
-            self.boot_current = current
+            self.boot_current = _host.read_installed(self.boot_files, os.path.join(self.boot_dir, _boot.LIB_SUBDIR))
         if self.client_services and self.systemctl:
             self.active_services = [unit for unit in self.client_services if self._is_active(unit)]
         gpus = []

@@ -648,6 +648,7 @@ DEFAULT_UNIT = "nvidia-mps"
 DEFAULT_CONFIG_DIR = "/etc/nvidia-mps"
 DAEMON_FILE = ".conf"
 CLIENT_FILE = ".env"
+EXEC_ENTRY = "gpuops-mps-exec"   # the entry script the units start (_mps_exec), in systemd.install_dir
 _TARGET_FILE = re.compile(r"^(gpu\d+(?:-mig\d+\.\d+)?)\.(conf|env)$")
 _UNIT_PART = re.compile(r"^[A-Za-z0-9_.:-]+$")
 
@@ -665,7 +666,7 @@ def validate_systemd(cfg: dict) -> None:
     if not _UNIT_PART.match(cfg["unit_name"]):
         raise MpsError(f"systemd.unit_name={cfg['unit_name']!r} is not a unit name; give letters, digits, '_', '.', "
                        f"':' or '-' (default nvidia-mps)")
-    for key in ("unit_dir", "python", "exec_path", "control_binary", "smi_binary"):
+    for key in ("unit_dir", "python", "install_dir", "control_binary", "smi_binary"):
         value = str(cfg[key])
         if not value.startswith("/") or not SAFE_PATH.match(value) or ".." in value.split("/"):
             raise MpsError(f"systemd.{key}={value!r} is not valid: give an absolute path of {SAFE_CHARS}")
@@ -705,7 +706,7 @@ Type=simple
 EnvironmentFile={config_dir}/%i.conf
 ExecStartPre=/bin/mkdir -p ${{CUDA_MPS_PIPE_DIRECTORY}} ${{CUDA_MPS_LOG_DIRECTORY}}
 ExecStartPre=/bin/sh -c '[ -z "$${{GPUOPS_MPS_COMPUTE_MODE}}" ] || exec {cfg['smi_binary']} -i "$${{CUDA_VISIBLE_DEVICES}}" -c "$${{GPUOPS_MPS_COMPUTE_MODE}}"'
-ExecStart={cfg['python']} {cfg['exec_path']} -- {cfg['control_binary']} -f
+ExecStart={cfg['python']} {cfg['install_dir']}/{EXEC_ENTRY} -- {cfg['control_binary']} -f
 # Started means listening: wait (at most 30 s) for the control socket. ($$ is a literal $ for the shell.)
 ExecStartPost=/bin/sh -c 'i=0; until [ -S "$${{CUDA_MPS_PIPE_DIRECTORY}}/control" ]; do i=$$((i+1)); [ $$i -le 300 ] || exit 1; sleep 0.1; done'
 # The binary takes only -d/-f; everything else goes to the daemon on stdin. quit waits for the servers' clients;

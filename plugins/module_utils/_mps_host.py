@@ -17,12 +17,12 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from ansible_collections.gpuops.sharing.plugins.module_utils import _host, _mps
+from ansible_collections.gpuops.sharing.plugins.module_utils import _boot, _host, _mps
 from ansible_collections.gpuops.sharing.plugins.module_utils._nvml import NvmlError
+from ansible_collections.gpuops.sharing.plugins.module_utils._runner import Op
 
 
 class DaemonError(Exception):
@@ -209,8 +209,12 @@ class HostMps:
 
     errors = ERRORS
 
-    def __init__(self, nv, run, binary: str | None, params: dict, desired: dict, runner=None, units=None):
+    def __init__(self, nv, run, binary: str | None, params: dict, desired: dict, runner=None, units=None,
+                 boot_sources: dict | None = None):
         self.nv = nv
+        self.boot_sources = boot_sources or {}
+        self.boot_files: dict = {}
+        self.boot_current: dict = {}
         self.units = units
         self.run = run
         self.runner = runner
@@ -241,11 +245,25 @@ class HostMps:
             self.controls[target["name"]] = Control(self.run, self.binary, target, p["timeout"], self.runner)
         observed = parallel(lambda t: self.controls[t["name"]].observe(self.desired), targets)
         state = {"targets": targets, "observed": observed, "units": None, "python": None}
+        if self.units is not None and self.units.cfg:
+            self._observe_boot(p["state"])
         if self.units is not None:
             state["units"] = self.units.observe([t["name"] for t in targets])
             if self.units.cfg and p["state"] == "present" and any(t["kind"] == "mig" for t in targets):
                 state["python"] = self.units.run([self.units.cfg["python"], "-c", "import pynvml"])
         return state
+
+    def _observe_boot(self, wanted_state: str) -> None:
+        """The entry script the units start and its import closure (``_boot``), in ``systemd.install_dir``."""
+        install_dir = self.units.cfg["install_dir"].rstrip("/")
+        lib = f"{install_dir}/{_boot.LIB_SUBDIR}"
+        if wanted_state == "present":
+            entry = _boot.entry_point("starts one target's MPS control daemon (nvidia-mps@<target>.service)",
+                                      "_mps_exec", "exec_main", execute=True)
+            self.boot_files = _boot.files(install_dir, self.boot_sources, _boot.COLLECTION_VERSION,
+                                          _mps.EXEC_ENTRY, entry)
+        owned = [f"{install_dir}/VERSION", f"{install_dir}/{_mps.EXEC_ENTRY}"]
+        self.boot_current = _host.read_installed(sorted(set(self.boot_files) | set(owned)), lib)
 
     # ------------------------------------------------------------------ plan and check
     def plan(self, state: dict) -> list:
@@ -255,7 +273,23 @@ class HostMps:
             folded = _mps.plan_units(state["targets"], self.planned, state["units"], self.desired, self.options,
                                      self.units.cfg, self.units.config_dir)
             self.planned.update(folded)
-        return self.planned["ops"]
+        if self.units is None or not self.units.cfg:
+            return self.planned["ops"]
+        if self.params["state"] == "present":   # the code the units start, before any unit starts
+            return _boot.plan_files(self.boot_current, self.boot_files) + self.planned["ops"]
+        if not self.options["prune"]:
+            return self.planned["ops"]
+        # state=absent, prune: nothing the module installed remains, after the units have stopped
+        removals = _boot.plan_files(self.boot_current, {})
+        install_dir = self.units.cfg["install_dir"].rstrip("/")
+        dirs = [d for d in _host_dirs(install_dir) + [self.units.config_dir] if os.path.isdir(d)]
+        # planned while there is something to remove: a directory the admin put files in stays, and is no change
+        if dirs and (removals or any(op.kind == "remove_file" for op in self.planned["ops"])
+                     or any(not os.listdir(d) for d in dirs)):
+            shown = " and ".join(d for d in (install_dir, self.units.config_dir) if d in dirs) or dirs[0]
+            removals.append(Op("remove_dirs", install_dir, f"remove {shown} (the directories the module made, where "
+                               f"empty)", {"dirs": dirs}))
+        return self.planned["ops"] + removals
 
     def check(self, state: dict, ops: list) -> list[str]:
         problems = list(self.planned["problems"])
@@ -275,7 +309,8 @@ class HostMps:
             target = next(t for t in state["targets"] if t["name"] == op.data["target"])
             self.nv.set_compute_mode(self.nv.gpu(target["gpu_index"]), op.data["mode"])
             return None
-        if op.kind in ("write_file", "remove_file", "daemon_reload", "start_units", "restart_units", "stop_units"):
+        if op.kind in ("write_file", "remove_file", "remove_dirs", "daemon_reload", "start_units", "restart_units",
+                       "stop_units"):
             return self._apply_unit(op)
         control = self.controls[op.data["target"]]
         if op.kind == "start_daemon":
@@ -291,7 +326,9 @@ class HostMps:
     def _apply_unit(self, op):
         units = self.units
         if op.kind == "write_file":
-            write_file(op.data["path"], op.data["text"], units.move)
+            _host.write_file(op.data["path"], op.data["text"], op.data.get("mode", 0o644), units.move)
+        elif op.kind == "remove_dirs":
+            _host.remove_empty_dirs(op.data["dirs"])
         elif op.kind == "remove_file":
             if os.path.lexists(op.data["path"]):
                 os.unlink(op.data["path"])
@@ -332,7 +369,7 @@ class HostMps:
                                     f" after the change, not {'active' if active else 'inactive'} and "
                                     f"{'enabled' if enabled else 'disabled'}; see journalctl -u {unit}")
         for op in ops:
-            if op.kind == "write_file" and read_small(op.data["path"]) != op.data["text"]:
+            if op.kind == "write_file" and _host.read_managed(op.data["path"]) != op.data["text"]:
                 problems.append(f"{op.data['path']} does not hold what was written")
             if op.kind == "remove_file" and os.path.lexists(op.data["path"]):
                 problems.append(f"{op.data['path']} still exists after removing it")
@@ -366,8 +403,14 @@ class HostMps:
                               if pl["operations"]),
             "after": "".join(_mps.describe(t, self.after.get(t["name"], pl["after"]), pl["compute_mode_after"])
                              for t, pl in zip(state["targets"], self.planned["targets"]) if pl["operations"])}
-        return {"targets": targets, "restart_required": any(plan["restart_required"]
-                                                            for plan in self.planned["targets"])}
+        boot = None
+        if self.boot_files:
+            install_dir = self.units.cfg["install_dir"].rstrip("/")
+            boot = {"dir": install_dir, "entry_point": f"{install_dir}/{_mps.EXEC_ENTRY}",
+                    "version": self.boot_files[f"{install_dir}/VERSION"].splitlines()[0],
+                    "files": sorted(self.boot_files)}
+        return {"targets": targets, "boot": boot,
+                "restart_required": any(plan["restart_required"] for plan in self.planned["targets"])}
 
     def diff(self, result: dict) -> dict:
         return self._diff
@@ -410,20 +453,13 @@ def read_small(path: str) -> str | None:
         return fh.read(MAX_FILE)
 
 
-def write_file(path: str, text: str, move) -> None:
-    """Write ``text`` to a new file next to ``path`` (O_EXCL, 0644) and move it over ``path`` with ``move``."""
-    directory = os.path.dirname(path)
-    if not os.path.isdir(directory):
-        os.makedirs(directory, mode=0o755, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".gpuops-mps-", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)
-        move(tmp, path)
-    finally:
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
+def _host_dirs(install_dir: str) -> list[str]:
+    """The directories of the boot code, deepest first, down to ``install_dir`` itself."""
+    dirs, path = [], f"{install_dir}/{_boot.LIB_SUBDIR}"
+    while len(path) > len(install_dir):
+        dirs.append(path)
+        path = os.path.dirname(path)
+    return dirs + [install_dir]
 
 
 class Units:

@@ -223,7 +223,7 @@ EXAMPLES = r"""
         mig-devices:
           3g.40gb: 2
     client_services: [nvidia-dcgm, dcgm-exporter]
-    boot_dir: /usr/local/lib/gpuops-sharing
+    boot_dir: /usr/local/lib/gpuops-sharing/mig
   become: true
 """
 

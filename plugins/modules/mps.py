@@ -160,8 +160,8 @@ options:
         module did not write are refused, never followed or overwritten.
       - The daemons of MIG devices start after O(systemd.after) (the P(gpuops.sharing.mig#role) role's boot unit,
         which re-creates the MIG devices with new UUIDs) and find their device by its placements with
-        O(systemd.exec_path) (the role installs it), which needs nvidia-ml-py in O(systemd.python); the module checks
-        that before it changes anything.
+        C(gpuops-mps-exec), which the module installs in O(systemd.install_dir) and which needs nvidia-ml-py in
+        O(systemd.python); the module checks that before it changes anything.
       - Leave out on hosts without systemd.
     type: dict
     suboptions:
@@ -174,13 +174,21 @@ options:
         type: str
         default: /etc/systemd/system
       python:
-        description: The host's Python that runs O(systemd.exec_path) at every start.
+        description: The host's Python that runs C(gpuops-mps-exec) at every start (Python 3.9 or newer).
         type: str
         default: /usr/bin/python3
-      exec_path:
-        description: The C(gpuops-mps-exec) helper the P(gpuops.sharing.mps#role) role installs.
+      install_dir:
+        description:
+          - Where the module installs C(gpuops-mps-exec), the entry point every unit starts, together with every
+            C(module_utils) file it imports (followed through their imports, from this module's own code, so nothing
+            is left out when the collection changes) and a C(VERSION) stamp naming the collection version and a
+            digest of the files. Files there that the code no longer needs are removed.
+          - The directory belongs to this module alone; give each module's boot code its own (the
+            P(gpuops.sharing.mig#role) role uses C(/usr/local/lib/gpuops-sharing/mig)).
+          - With O(state=absent) and O(prune), everything in it the module installed is removed, and the
+            directories where empty.
         type: str
-        default: /usr/local/lib/gpuops-sharing/gpuops-mps-exec
+        default: /usr/local/lib/gpuops-sharing/mps
       control_binary:
         description: The C(nvidia-cuda-mps-control) the units run.
         type: str
@@ -272,6 +280,25 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+boot:
+  description: The code the units start, installed in O(systemd.install_dir) (V(null) without O(systemd), and with
+    O(state=absent)).
+  returned: always
+  type: dict
+  contains:
+    dir:
+      description: O(systemd.install_dir).
+      type: str
+    entry_point:
+      description: The script every unit starts, C(<install_dir>/gpuops-mps-exec).
+      type: str
+    version:
+      description: The first line of the C(VERSION) stamp, such as V(gpuops.sharing 0.1.0).
+      type: str
+    files:
+      description: Every file the boot code is made of.
+      type: list
+      elements: str
 restart_required:
   description: Whether a running MPS server, or clients connected to one, still have limits other than the requested
     ones (they get them when the server is restarted, or the clients reconnect).
@@ -374,7 +401,7 @@ targets:
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.gpuops.sharing.plugins.module_utils import _host, _mps, _mps_host
+from ansible_collections.gpuops.sharing.plugins.module_utils import _boot, _host, _mps, _mps_exec, _mps_host
 from ansible_collections.gpuops.sharing.plugins.module_utils._nvml import (
     HAS_PYNVML,
     PYNVML_IMPORT_ERROR,
@@ -383,7 +410,7 @@ from ansible_collections.gpuops.sharing.plugins.module_utils._nvml import (
 )
 from ansible_collections.gpuops.sharing.plugins.module_utils._runner import run_module
 
-EMPTY = {"changed": False, "restart_required": False, "operations": [], "done": [], "targets": []}
+EMPTY = {"changed": False, "restart_required": False, "operations": [], "done": [], "targets": [], "boot": None}
 
 
 def main() -> None:
@@ -405,7 +432,7 @@ def main() -> None:
                 "unit_name": {"type": "str", "default": "nvidia-mps"},
                 "unit_dir": {"type": "str", "default": "/etc/systemd/system"},
                 "python": {"type": "str", "default": "/usr/bin/python3"},
-                "exec_path": {"type": "str", "default": "/usr/local/lib/gpuops-sharing/gpuops-mps-exec"},
+                "install_dir": {"type": "str", "default": "/usr/local/lib/gpuops-sharing/mps"},
                 "control_binary": {"type": "str", "default": "/usr/bin/nvidia-cuda-mps-control"},
                 "smi_binary": {"type": "str", "default": "/usr/bin/nvidia-smi"},
                 "after": {"type": "list", "elements": "str", "default": ["gpuops-mig.service"]},
@@ -449,9 +476,13 @@ def main() -> None:
                                 "the systemd option or a config_dir (the files the module manages)")
         # the control client runs under a timeout (run_command has none): a stopped daemon must not hang the module
         with Nvml() as nv:
+            # gpuops-mps-exec's code (_mps_exec, imported above so that it is in this module's payload)
+            sources = (_boot.closure(["_host", _mps_exec.__name__.rsplit(".", 1)[-1]], _boot.payload_source)
+                       if p["systemd"] is not None and p["state"] == "present" else None)
             host = _mps_host.HostMps(nv, _host.module_runner(module, p["timeout"]),
                                      module.get_bin_path("nvidia-cuda-mps-control"), p, desired, units=units,
-                                     runner=lambda seconds: _host.module_runner(module, seconds))
+                                     runner=lambda seconds: _host.module_runner(module, seconds),
+                                     boot_sources=sources)
             run_module(module, host, EMPTY)
     except _mps.MpsError as exc:
         module.fail_json(msg=str(exc), **EMPTY)

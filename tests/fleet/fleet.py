@@ -395,11 +395,12 @@ def write_inventory(infos: list[dict], specs: dict[str, dict]) -> str:
 
 # ------------------------------------------------------------------ up / down / reboot
 
-def up(count: int | None = None, like: str | None = None) -> list[dict]:
+def up(count: int | None = None, like: str | None = None, specs: dict[str, dict] | None = None) -> list[dict]:
+    """Boot the hosts of hosts.yml (see load_hosts), or the hosts of ``specs`` (name -> spec, benchmarks)."""
     preflight()
     down(quiet=True)  # leftovers of a crashed run first
     image = build_image()
-    specs = load_hosts(count, like)
+    specs = specs if specs is not None else load_hosts(count, like)
     if len(specs) > len(list(SUBNET.subnets(new_prefix=30))):
         raise FleetError(f"FLEET_SUBNET {SUBNET} has room for fewer hosts than {len(specs)}")
     os.makedirs(RUN, exist_ok=True)

@@ -1,10 +1,9 @@
 """The gpuops.sharing.mps role: one module call per host (issue 11), the unit and environment files the module
 writes for real targets (from its own result on a simulated host), checked by systemd-analyze; and the boot-time
-MIG device lookup (roles/mps/files/gpuops-mps-exec)."""
+MIG device lookup (gpuops-mps-exec, which the module installs from _mps_exec's import closure)."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -13,6 +12,7 @@ import sys
 import pytest
 import yaml
 
+from ansible_collections.gpuops.sharing.plugins.module_utils import _boot, _mps_exec
 from ansible_collections.gpuops.sharing.plugins.modules import mps
 
 from .conftest import ROOT, SIMULATOR, run_module
@@ -72,7 +72,7 @@ def test_the_role_is_one_module_call_per_host():
 def _unit_files(planned, tmp_path, tools):
     from ansible_collections.gpuops.sharing.plugins.module_utils import _mps
     cfg = {"unit_name": "nvidia-mps", "unit_dir": str(tmp_path / "units"), "python": tools["python3"],
-           "exec_path": tools["gpuops-mps-exec"], "control_binary": tools["nvidia-cuda-mps-control"],
+           "install_dir": os.path.dirname(tools["gpuops-mps-exec"]), "control_binary": tools["nvidia-cuda-mps-control"],
            "smi_binary": tools["nvidia-smi"], "after": ["gpuops-mig.service"], "stop_timeout": 20}
     config_dir = str(tmp_path / "etc")
     os.makedirs(config_dir)
@@ -137,50 +137,82 @@ def test_sourcing_the_client_env_file_runs_no_code(planned, tmp_path):
     assert not (tmp_path / "pwned").exists()
 
 
-def _exec_helper():
-    spec = importlib.util.spec_from_loader("gpuops_mps_exec", loader=None)
-    module = importlib.util.module_from_spec(spec)
-    path = os.path.join(ROLE, "files", "gpuops-mps-exec")
-    module.__dict__["__file__"] = path
-    with open(path) as fh:
-        exec(compile(fh.read(), "gpuops-mps-exec", "exec"), module.__dict__)
-    return module
+def _exec(argv, environ):
+    """Run gpuops-mps-exec's code with a stand-in for the exec; (rc, what it would exec, journal lines)."""
+    ran, lines = {}, []
+
+    def execute(command, env):
+        ran.update(command=command, env=env)
+        return 0
+    rc = _mps_exec.exec_main(argv, None, lines.append, execute, environ=environ)
+    return rc, ran, lines
 
 
-def test_boot_helper_finds_the_mig_device_by_placement(planned, monkeypatch, capsys):
-    helper = _exec_helper()
+def test_boot_helper_finds_the_mig_device_by_placement(planned):
     mig = planned[2]
     start = mig["mig"]["gpu_instance_start"]
-    assert helper.find(mig["gpu_uuid"], start, 0) == mig["uuid"]
-    ran = {}
-    monkeypatch.setattr(os, "execv", lambda path, argv: ran.update(path=path, argv=argv,
-                                                                   env=os.environ["CUDA_VISIBLE_DEVICES"]))
-    helper.main(["--gpu", mig["gpu_uuid"], "--gpu-instance-start", str(start), "--compute-instance-start", "0", "--",
-                 "/usr/bin/nvidia-cuda-mps-control", "-f"])
-    assert ran == {"path": "/usr/bin/nvidia-cuda-mps-control", "argv": ["/usr/bin/nvidia-cuda-mps-control", "-f"],
-                   "env": mig["uuid"]}
-    assert helper.main(["--gpu", mig["gpu_uuid"], "--gpu-instance-start", "5", "--compute-instance-start", "0", "--",
-                        "/bin/true"]) == 1
-    assert "has no MIG device at placement 5.0" in capsys.readouterr().err
-    assert helper.main(["--gpu", "GPU-nope", "--gpu-instance-start", "0", "--compute-instance-start", "0", "--",
-                        "/bin/true"]) == 1
-    assert "no GPU GPU-nope on this host" in capsys.readouterr().err
+    placement = ["--gpu", mig["gpu_uuid"], "--gpu-instance-start", str(start), "--compute-instance-start", "0"]
+    rc, ran, lines = _exec([*placement, "--", "/usr/bin/nvidia-cuda-mps-control", "-f"], {})
+    assert rc == 0 and ran == {"command": ["/usr/bin/nvidia-cuda-mps-control", "-f"],
+                               "env": {"CUDA_VISIBLE_DEVICES": mig["uuid"]}}
+    assert lines == [f"gpuops-mps-exec: MIG device {start}.0 of {mig['gpu_uuid']} is {mig['uuid']}"]
+    rc, ran, lines = _exec([*placement[:3], "5", *placement[4:], "--", "/bin/true"], {})
+    assert rc == 1 and not ran and "has no MIG device at placement 5.0" in lines[0]
+    rc, ran, lines = _exec(["--gpu", "GPU-nope", *placement[2:], "--", "/bin/true"], {})
+    assert rc == 1 and lines == ["gpuops-mps-exec: no GPU GPU-nope on this host"]
 
 
-def test_boot_helper_takes_the_placement_from_the_environment(planned, monkeypatch):
-    helper = _exec_helper()
+@pytest.mark.parametrize("argv, message", [
+    (["--", ], "give the command to run after --"),
+    (["--gpu", "GPU-x", "--", "/bin/true"], "give the GPU and both placements"),
+    (["--gpu"], "--gpu needs a value"),
+    (["--device", "0", "--", "/bin/true"], "unknown option '--device'"),
+    (["--gpu=GPU-x", "--gpu-instance-start=1", "--compute-instance-start=x", "--", "/bin/true"],
+     "--compute-instance-start='x' is not a placement start; give a whole number from 0 to 255"),
+    (["--gpu=GPU-x", "--gpu-instance-start=\uff11", "--compute-instance-start=0", "--", "/bin/true"],
+     "is not a placement start"),
+    (["--"] + ["x"] * 80, "more than the 64 a unit passes"),
+])
+def test_boot_helper_refuses_bad_command_lines(argv, message):
+    rc, ran, lines = _exec(argv, {})
+    assert rc == 2 and not ran and message in lines[0]
+
+
+def test_boot_helper_takes_the_placement_from_the_environment(planned):
     mig = planned[2]
-    ran = {}
-    monkeypatch.setattr(os, "execv", lambda path, argv: ran.update(path=path, env=os.environ.get("CUDA_VISIBLE_DEVICES")))
-    monkeypatch.setenv("GPUOPS_MPS_GPU", mig["gpu_uuid"])
-    monkeypatch.setenv("GPUOPS_MPS_GPU_INSTANCE_START", str(mig["mig"]["gpu_instance_start"]))
-    monkeypatch.setenv("GPUOPS_MPS_COMPUTE_INSTANCE_START", "0")
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    helper.main(["--", "/usr/bin/nvidia-cuda-mps-control", "-f"])
-    assert ran == {"path": "/usr/bin/nvidia-cuda-mps-control", "env": mig["uuid"]}
+    environ = {"GPUOPS_MPS_GPU": mig["gpu_uuid"], "GPUOPS_MPS_GPU_INSTANCE_START": str(mig["mig"]["gpu_instance_start"]),
+               "GPUOPS_MPS_COMPUTE_INSTANCE_START": "0"}
+    rc, ran, _lines = _exec(["--", "/usr/bin/nvidia-cuda-mps-control", "-f"], environ)
+    assert rc == 0 and ran["env"] == {"CUDA_VISIBLE_DEVICES": mig["uuid"]}
     # a whole GPU: no placement, CUDA_VISIBLE_DEVICES comes from the env file, NVML is not needed
-    for key in ("GPUOPS_MPS_GPU", "GPUOPS_MPS_GPU_INSTANCE_START", "GPUOPS_MPS_COMPUTE_INSTANCE_START"):
-        monkeypatch.delenv(key)
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-x")
-    helper.main(["--", "/usr/bin/nvidia-cuda-mps-control", "-f"])
-    assert ran == {"path": "/usr/bin/nvidia-cuda-mps-control", "env": "GPU-x"}
+
+    def no_nvml():
+        raise AssertionError("NVML was opened for a whole GPU")
+    ran = {}
+    assert _mps_exec.exec_main(["--", "/usr/bin/nvidia-cuda-mps-control", "-f"], None, print,
+                               lambda command, env: ran.update(command=command, env=env) or 0, environ={},
+                               nvml=no_nvml) == 0
+    assert ran == {"command": ["/usr/bin/nvidia-cuda-mps-control", "-f"], "env": {}}
+
+
+def test_installed_entry_point_replaces_itself_with_the_daemon(planned, tmp_path, sim):
+    """The entry script as the module installs it, run as a unit runs it: only the installed files on its
+    path, and the process replaced by the command with the device in CUDA_VISIBLE_DEVICES."""
+    sources = _boot.closure(["_host", "_mps_exec"], _boot.payload_source)
+    entry = _boot.entry_point("test", "_mps_exec", "exec_main", execute=True)
+    for path, text in _boot.files(str(tmp_path / "lib"), sources, _boot.COLLECTION_VERSION, "gpuops-mps-exec",
+                                  entry).items():
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as fh:
+            fh.write(text)
+    mig = planned[1]
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": SIMULATOR, "GPUSIM_STATE": os.environ["GPUSIM_STATE"],
+           "GPUOPS_MPS_GPU": mig["gpu_uuid"], "GPUOPS_MPS_GPU_INSTANCE_START": str(mig["mig"]["gpu_instance_start"]),
+           "GPUOPS_MPS_COMPUTE_INSTANCE_START": "0"}
+    # -s: no user site; the collection itself is not on the path, only what was installed
+    proc = subprocess.Popen([sys.executable, "-s", str(tmp_path / "lib" / "gpuops-mps-exec"), "--",
+                             "/bin/sh", "-c", 'echo "pid $$ $CUDA_VISIBLE_DEVICES"'],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out + err
+    assert out.splitlines()[-1] == f"pid {proc.pid} {mig['uuid']}"      # the same process: replaced, not a child

@@ -448,7 +448,6 @@ FAKE_SYSTEMCTL = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os
 @pytest.fixture
 def units(tmp_path, monkeypatch, sim):
     """A host with systemd for the module: the fake systemctl, a unit directory and a config directory."""
-    from ...conftest import COLLECTIONS, ROOT
     unit_dir, config_dir, bindir = tmp_path / "units", tmp_path / "etc", tmp_path / "fakebin"
     unit_dir.mkdir()
     bindir.mkdir()
@@ -457,14 +456,15 @@ def units(tmp_path, monkeypatch, sim):
     monkeypatch.setenv("PATH", str(bindir) + os.pathsep + os.environ["PATH"])
     monkeypatch.setenv("FAKE_SYSTEMCTL_STATE", str(tmp_path / "systemctl.json"))
     monkeypatch.setenv("FAKE_SYSTEMCTL_UNIT_DIR", str(unit_dir))
-    monkeypatch.setenv("GPUOPS_SHARING_LIB", COLLECTIONS)
+    # gpuops-mps-exec runs from what the module installed, nothing else of the collection on its path
+    monkeypatch.delenv("GPUOPS_SHARING_LIB", raising=False)
     monkeypatch.setenv("PYTHONPATH", SIMULATOR)      # gpusim's pynvml for gpuops-mps-exec, as on the fleet hosts
     control = os.path.join(SIMULATOR, "bin", "nvidia-cuda-mps-control")
 
     def request(**extra):
         return {**args(tmp_path), "config_dir": str(config_dir), "prune": True,
                 "systemd": {"unit_dir": str(unit_dir), "python": sys.executable, "control_binary": control,
-                            "exec_path": os.path.join(ROOT, "roles", "mps", "files", "gpuops-mps-exec"),
+                            "install_dir": str(tmp_path / "lib" / "mps"),
                             "smi_binary": os.path.join(SIMULATOR, "bin", "nvidia-smi")}, **extra}
 
     def calls():
@@ -495,6 +495,17 @@ def test_units_one_batch_then_no_change_then_pruned_and_removed(sim, mps_daemons
         assert target["running"] and target["settings"]["active_thread_percentage"] == 25.0
         # the daemon of a MIG device found its device by placement (gpuops-mps-exec, from the env file)
         assert mps_daemons.ctl(target["pipe_directory"], "get_default_device_pinned_mem_limit 0") == "2G\n"
+    # the code the units start: gpuops-mps-exec and its import closure, stamped, before the units started
+    boot = first["boot"]
+    lib = tmp_path / "lib" / "mps"
+    assert boot["entry_point"] == str(lib / "gpuops-mps-exec") and boot["version"] == "gpuops.sharing 0.1.0"
+    assert first["done"].index(f"install the boot code file {lib / 'gpuops-mps-exec'}") < first["done"].index(
+        check["operations"][-1])
+    shipped = {os.path.basename(p) for p in boot["files"]}
+    assert {"_mps_exec.py", "_nvml.py", "_host.py", "VERSION", "gpuops-mps-exec"} <= shipped
+    assert "_mps.py" not in shipped and "_mig_plan.py" not in shipped     # only what gpuops-mps-exec imports
+    assert (lib / "VERSION").read_text().splitlines()[2] == "files " + " ".join(
+        sorted(n for n in shipped if n.endswith(".py")))
     conf = (config_dir / f"{names[0]}.conf").read_text()
     assert conf.startswith("# Managed by gpuops.sharing.mps") and "GPUOPS_MPS_GPU_INSTANCE_START=" in conf
     assert "CUDA_VISIBLE_DEVICES" not in conf
@@ -522,7 +533,10 @@ def test_units_one_batch_then_no_change_then_pruned_and_removed(sim, mps_daemons
     # state=absent with prune: nothing the module installed remains
     removed, failed = run_module(mps.main, {**want, "state": "absent", "force": True})
     assert not failed, removed["msg"]
-    assert os.listdir(config_dir) == [] and os.listdir(unit_dir) == []
+    assert not config_dir.exists() and os.listdir(unit_dir) == []
+    assert not (tmp_path / "lib" / "mps").exists() and removed["boot"] is None
+    assert removed["done"][-1] == (f"remove {tmp_path / 'lib' / 'mps'} and {config_dir} (the directories the module "
+                                   f"made, where empty)")
     assert all(not t["running"] for t in removed["targets"])
     assert calls()[-2:] == [["disable", "--now", "--", *(f"nvidia-mps@{n}.service" for n in names[:-1])],
                             ["daemon-reload"]]
