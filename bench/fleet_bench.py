@@ -50,8 +50,19 @@ def _timed(cmd: list[str], env: dict | None = None) -> float:
         raise fleet.FleetError(f"{' '.join(cmd)} failed: {proc.stdout[-1500:]}{proc.stderr[-500:]}")
     if "PLAY RECAP" in proc.stdout and any(c.get("changed") for c in fleet.recap(proc.stdout).values()):
         raise fleet.FleetError(f"{' '.join(cmd)} changed something in a run that must be a no-op: "
-                               f"{fleet.recap(proc.stdout)}")
+                               f"{_changed_tasks(proc.stdout)}")
     return time.perf_counter() - start
+
+
+def _changed_tasks(output: str) -> list[str]:
+    """'TASK name: host' for every task result reported as changed in a playbook's output."""
+    found, task = [], None
+    for line in output.splitlines():
+        if line.startswith("TASK ["):
+            task = line[6:].split("]", 1)[0]
+        elif line.startswith("changed: ["):
+            found.append(f"{task}: {line[10:].split(']', 1)[0]}")
+    return found
 
 
 def _alternate(play: list[str], ping: list[str]) -> tuple[float, float]:

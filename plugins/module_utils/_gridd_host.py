@@ -73,32 +73,17 @@ def read_text(path: str) -> str | None:
 
 
 def read_regular(path: str, limit: int, what: str, follow: bool = True) -> bytes:
-    """The bytes of a regular file of at most ``limit`` bytes; GriddError for anything else.
-
-    ``follow=False`` opens with ``O_NOFOLLOW`` (a link raises ELOOP).  ``O_NONBLOCK`` keeps a FIFO
-    from blocking the open; it is refused by the fstat that follows.
-    """
-    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | (0 if follow else os.O_NOFOLLOW)
-    fd = os.open(path, flags)
+    """The bytes of a regular file of at most ``limit`` bytes (``_host.read_bounded``); GriddError for
+    anything else.  ``follow=False``: a symlink raises OSError ELOOP, as ``O_NOFOLLOW`` does."""
     try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise _gridd.GriddError(f"{what}: {path} is not a regular file; give a regular file")
-        if info.st_size > limit:
-            raise _gridd.GriddError(f"{what}: {path} is {info.st_size} bytes, more than the {limit} bytes read; "
-                                    f"check that it is the right file")
-        chunks, size = [], 0
-        while size <= limit:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-        if size > limit:
-            raise _gridd.GriddError(f"{what}: {path} grew past {limit} bytes while being read")
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
+        return _host.read_bounded(path, limit, follow)
+    except _host.NotReadable as exc:
+        if exc.reason == "link":
+            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), path) from None
+        if exc.reason != "too_big":
+            raise _gridd.GriddError(f"{what}: {path} is not a regular file; give a regular file") from None
+        raise _gridd.GriddError(f"{what}: {path} is {exc.size} bytes, more than the {limit} bytes read; "
+                                f"check that it is the right file") from None
 
 
 def encode_text(text: str) -> bytes:

@@ -13,6 +13,7 @@ which name).  No ansible imports: the boot-time code runs this with the host's p
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 import tempfile
@@ -82,6 +83,53 @@ class HostFileError(OSError):
         self.message = message
 
 
+class NotReadable(HostFileError):
+    """``read_bounded`` refused the file: ``reason`` is ``link``, ``directory``, ``fifo``, ``device``
+    (a device or socket) or ``too_big`` (then ``size`` is its size in bytes).  Callers turn it into
+    their own message; this one is a fallback."""
+
+    def __init__(self, path: str, reason: str, size: int | None = None):
+        self.path, self.reason, self.size = path, reason, size
+        super().__init__(f"{path} is not a regular file of a size the module reads ({reason})")
+
+
+def read_bounded(path: str, limit: int, follow: bool = True) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes: the one bounded reader of the collection.
+
+    ``O_NONBLOCK`` keeps a FIFO from blocking the open; what was opened is checked with ``fstat`` on
+    the descriptor itself (no race between the check and the read), and read in chunks up to the
+    limit whatever its size says (``/proc`` files, a file that grows).  ``follow=False`` opens with
+    ``O_NOFOLLOW``: a symlink is refused, never followed.  A missing file raises FileNotFoundError
+    and other failures their OSError; a refused file raises NotReadable.
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | (0 if follow else os.O_NOFOLLOW)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP and not follow:
+            raise NotReadable(path, "link") from None
+        raise
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            kind = "directory" if stat.S_ISDIR(info.st_mode) else "fifo" if stat.S_ISFIFO(info.st_mode) else "device"
+            raise NotReadable(path, kind)
+        if info.st_size > limit:
+            raise NotReadable(path, "too_big", info.st_size)
+        chunks, size = [], 0
+        while size <= limit:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > limit:
+            raise NotReadable(path, "too_big", size)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 def read_managed(path: str, limit: int = MAX_READ) -> str | None:
     """The text of a file the module manages; None when it does not exist.
 
@@ -89,19 +137,17 @@ def read_managed(path: str, limit: int = MAX_READ) -> str | None:
     file, a file over ``limit`` bytes.
     """
     try:
-        info = os.lstat(path)
+        data = read_bounded(path, limit, follow=False)
     except FileNotFoundError:
         return None
-    if stat.S_ISLNK(info.st_mode):
-        raise HostFileError(f"{path} is a symbolic link; the module writes only files it owns and never follows "
-                            "a link there: remove the link and run again")
-    if not stat.S_ISREG(info.st_mode):
-        raise HostFileError(f"{path} exists and is not a regular file")
-    if info.st_size > limit:
-        raise HostFileError(f"{path} is {info.st_size} bytes, more than the {limit} a managed file may have")
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
-    with os.fdopen(fd, "rb") as fh:
-        return fh.read(limit + 1).decode("utf-8", "replace")
+    except NotReadable as exc:
+        if exc.reason == "link":
+            raise HostFileError(f"{path} is a symbolic link; the module writes only files it owns and never follows "
+                                "a link there: remove the link and run again") from None
+        if exc.reason == "too_big":
+            raise HostFileError(f"{path} is {exc.size} bytes, more than the {limit} a managed file may have") from None
+        raise HostFileError(f"{path} exists and is not a regular file") from None
+    return data.decode("utf-8", "replace")
 
 
 def list_files(directory: str) -> list[str]:

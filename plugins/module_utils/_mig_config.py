@@ -23,12 +23,10 @@ wrong and what would be valid.  No I/O except reading the file in ``load_file``.
 from __future__ import annotations
 
 import difflib
-import os
 import re
-import stat
 import traceback
 
-from ansible_collections.gpuops.sharing.plugins.module_utils import _catalogue, _mig
+from ansible_collections.gpuops.sharing.plugins.module_utils import _catalogue, _host, _mig
 
 try:
     import yaml
@@ -295,38 +293,18 @@ def load_file(path: str, name: str | None) -> list[dict]:
 
 
 def read_bounded(path: str, what: str, limit: int = MAX_FILE_BYTES) -> str:
-    """The text of a regular file of at most ``limit`` bytes; anything else is a ConfigError.
-
-    Opened with O_NONBLOCK so that a FIFO cannot block the open, then checked with fstat on the
-    open descriptor (no race between the check and the read).
-    """
+    """The text of a regular file of at most ``limit`` bytes (``_host.read_bounded``); anything else is a
+    ConfigError."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        data = _host.read_bounded(path, limit)
+    except _host.NotReadable as exc:
+        if exc.reason != "too_big":
+            kind = {"directory": "a directory", "fifo": "a FIFO"}.get(exc.reason, "a device or socket")
+            raise ConfigError(f"{what} {path} is {kind}, not a regular file") from None
+        raise ConfigError(f"{what} {path} is {exc.size} bytes; a MIG configuration file is at most "
+                          f"{limit // (1024 * 1024)} MiB") from None
     except OSError as exc:
         raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            kind = "a directory" if stat.S_ISDIR(info.st_mode) else "a FIFO" if stat.S_ISFIFO(info.st_mode) \
-                else "a device or socket"
-            raise ConfigError(f"{what} {path} is {kind}, not a regular file")
-        if info.st_size > limit:
-            raise ConfigError(f"{what} {path} is {info.st_size} bytes; a MIG configuration file is at most "
-                              f"{limit // (1024 * 1024)} MiB")
-        chunks, size = [], 0
-        while size <= limit:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-        data = b"".join(chunks)
-    except OSError as exc:
-        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from None
-    finally:
-        os.close(fd)
-    if len(data) > limit:
-        raise ConfigError(f"{what} {path} is larger than {limit // (1024 * 1024)} MiB")
     return data.decode("utf-8")
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import stat
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -438,19 +437,17 @@ MAX_FILE = 64 * 1024     # an env or unit file the module wrote is a few hundred
 def read_small(path: str) -> str | None:
     """A regular file's text (None when it does not exist); refuses symlinks, other file types and big files."""
     try:
-        st = os.lstat(path)
+        data = _host.read_bounded(path, MAX_FILE, follow=False)
     except FileNotFoundError:
         return None
-    if not stat.S_ISREG(st.st_mode):
-        raise _mps.MpsError(f"{path} is {'a symlink' if stat.S_ISLNK(st.st_mode) else 'not a regular file'}; the "
+    except _host.NotReadable as exc:
+        if exc.reason == "too_big":
+            raise _mps.MpsError(f"{path} is {exc.size} bytes, more than the {MAX_FILE} an MPS env or unit file has; "
+                                f"it is not one the module wrote: move it away") from None
+        raise _mps.MpsError(f"{path} is {'a symlink' if exc.reason == 'link' else 'not a regular file'}; the "
                             f"module writes and removes only regular files there: remove it or choose another "
-                            f"config_dir")
-    if st.st_size > MAX_FILE:
-        raise _mps.MpsError(f"{path} is {st.st_size} bytes, more than the {MAX_FILE} an MPS env or unit file has; "
-                            f"it is not one the module wrote: move it away")
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    with os.fdopen(fd, encoding="utf-8", errors="replace") as fh:
-        return fh.read(MAX_FILE)
+                            f"config_dir") from None
+    return data.decode("utf-8", "replace")
 
 
 def _host_dirs(install_dir: str) -> list[str]:
