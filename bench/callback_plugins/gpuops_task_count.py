@@ -27,7 +27,7 @@ description: Writes {host -> role -> tasks that ran on the host} as JSON to GPUO
 # actions that do their work on the controller: no module runs on the host
 CONTROLLER_ONLY = {"debug", "set_fact", "assert", "fail", "meta", "add_host", "group_by", "set_stats",
                    "include_vars", "include_tasks", "import_tasks", "include_role", "import_role", "pause",
-                   "gpuops.sharing.capacity_plan"}
+                   "validate_argument_spec", "gpuops.sharing.capacity_plan"}
 
 
 class CallbackModule(CallbackBase):

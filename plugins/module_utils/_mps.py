@@ -739,6 +739,17 @@ def daemon_file_text(target: dict, desired: dict, compute_mode: str, unit_name: 
     return "\n".join(lines) + "\n"
 
 
+def summary_line(target: dict, config_dir: str | None) -> str:
+    """One line of the module's ``summary``: a target of its result, its limits and how clients reach it."""
+    settings = target["settings"]
+    threads = settings.get("active_thread_percentage")
+    how = (f"clients: set -a; . {config_dir}/{target['name']}{CLIENT_FILE}; set +a" if config_dir
+           else f"clients: CUDA_MPS_PIPE_DIRECTORY={target['pipe_directory']}")
+    return (f"{target['name']} ({target['uuid']}): {'running' if target['running'] else 'not running'}, threads "
+            f"{'-' if threads is None else threads}%, memory {settings.get('device_pinned_mem_limit') or 'unlimited'} "
+            f"per client; {how}")
+
+
 def client_file_text(target: dict, unit_name: str, config_dir: str) -> str:
     """``<config_dir>/<target>.env``, what clients source (values quoted: sourcing runs nothing)."""
     path = f"{config_dir}/{target['name']}{CLIENT_FILE}"

@@ -408,7 +408,10 @@ class HostMps:
             boot = {"dir": install_dir, "entry_point": f"{install_dir}/{_mps.EXEC_ENTRY}",
                     "version": self.boot_files[f"{install_dir}/VERSION"].splitlines()[0],
                     "files": sorted(self.boot_files)}
+        config_dir = self.units.config_dir if self.units is not None else None
         return {"targets": targets, "boot": boot,
+                "summary": [_mps.summary_line(t, config_dir) for t in targets] if self.params["state"] == "present"
+                else [],
                 "restart_required": any(plan["restart_required"] for plan in self.planned["targets"])}
 
     def diff(self, result: dict) -> dict:

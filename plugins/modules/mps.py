@@ -280,6 +280,16 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+summary:
+  description:
+    - One line per target, in the order of RV(targets), for people to read: whether its daemon runs, the limits its
+      clients get, and how clients reach it. Empty with O(state=absent).
+  returned: always
+  type: list
+  elements: str
+  sample:
+    - "gpu0-mig1.0 (MIG-8f3c...): running, threads 25.0%, memory 4G per client; clients: set -a;
+      . /etc/nvidia-mps/gpu0-mig1.0.env; set +a"
 boot:
   description: The code the units start, installed in O(systemd.install_dir) (V(null) without O(systemd), and with
     O(state=absent)).
@@ -410,7 +420,8 @@ from ansible_collections.gpuops.sharing.plugins.module_utils._nvml import (
 )
 from ansible_collections.gpuops.sharing.plugins.module_utils._runner import run_module
 
-EMPTY = {"changed": False, "restart_required": False, "operations": [], "done": [], "targets": [], "boot": None}
+EMPTY = {"changed": False, "restart_required": False, "operations": [], "done": [], "targets": [], "boot": None,
+         "summary": []}
 
 
 def main() -> None:

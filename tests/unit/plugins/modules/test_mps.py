@@ -56,6 +56,9 @@ def test_starts_daemons_per_mig_device_then_changes_nothing(sim, mps_daemons, tm
         assert target["daemon_environment"]["CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"] == "0=4G"
         assert "CUDA_VISIBLE_DEVICES" not in target["client_environment"]
         assert mps_daemons.ctl(target["pipe_directory"], "get_default_active_thread_percentage") == "25.0\n"
+    # no config_dir: the summary names the pipe directory clients set
+    assert first["summary"] == [f"{t['name']} ({t['uuid']}): running, threads 25.0%, memory 4G per client; clients: "
+                                f"CUDA_MPS_PIPE_DIRECTORY={t['pipe_directory']}" for t in first["targets"]]
     second, failed = run_module(mps.main, request)
     assert not failed and not second["changed"] and second["operations"] == []
     again, failed = run_module(mps.main, {**request, "_ansible_check_mode": True})
@@ -495,6 +498,11 @@ def test_units_one_batch_then_no_change_then_pruned_and_removed(sim, mps_daemons
         assert target["running"] and target["settings"]["active_thread_percentage"] == 25.0
         # the daemon of a MIG device found its device by placement (gpuops-mps-exec, from the env file)
         assert mps_daemons.ctl(target["pipe_directory"], "get_default_device_pinned_mem_limit 0") == "2G\n"
+    # the summary the role prints: one line per target
+    target = first["targets"][0]
+    assert first["summary"][0] == (f"{names[0]} ({target['uuid']}): running, threads 25.0%, memory 2G per client; "
+                                   f"clients: set -a; . {config_dir}/{names[0]}.env; set +a")
+    assert len(first["summary"]) == len(names)
     # the code the units start: gpuops-mps-exec and its import closure, stamped, before the units started
     boot = first["boot"]
     lib = tmp_path / "lib" / "mps"
