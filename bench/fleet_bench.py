@@ -68,7 +68,7 @@ def _changed_tasks(output: str) -> list[str]:
 def _alternate(play: list[str], ping: list[str]) -> tuple[float, float]:
     """Median seconds of the playbook and of ping, taking turns ROUNDS times."""
     plays, pings = [], []
-    for _round in range(ROUNDS):
+    for round_no in range(ROUNDS):
         plays.append(_timed(play))
         pings.append(_timed(ping))
     return statistics.median(plays), statistics.median(pings)

@@ -19,7 +19,7 @@ import re
 import signal
 import time
 
-from ansible_collections.gpuops.sharing.plugins.module_utils import _boot, _host, _mig, _mig_config, _mig_plan
+from ansible_collections.gpuops.sharing.plugins.module_utils import _boot, _host, _mig, _mig_boot, _mig_config, _mig_plan
 from ansible_collections.gpuops.sharing.plugins.module_utils._nvml import Nvml, NvmlError
 from ansible_collections.gpuops.sharing.plugins.module_utils._runner import Op, RunError, run
 
@@ -77,7 +77,13 @@ class HostMig:
     def __init__(self, nv: Nvml, run_command, entries: list[dict], reset: str = "auto", force: bool = False,
                  nvidia_smi: str | None = "nvidia-smi", process_timeout: float = 10.0,
                  client_services: list[str] | None = None, systemctl: str | None = None,
-                 boot_dir: str | None = None, boot_sources: dict | None = None, atomic_move=None):
+                 boot_dir: str | None = None, boot_sources: dict | None = None, atomic_move=None,
+                 boot_unit: dict | None = None, boot_layout: dict | None = None):
+        """``boot_unit``: the validated option (``_mig_boot.validate``); ``boot_layout``: what its unit applies,
+        {"entries": the config as given} (written to the unit's config file) or {"config_file", "config_name"}."""
+        self.boot_unit = boot_unit
+        self.boot_layout = boot_layout or {}
+        self.unit_enabled: bool | None = None
         self.client_services = list(client_services or [])
         self.systemctl = systemctl
         self.boot_dir = boot_dir
@@ -105,6 +111,8 @@ class HostMig:
             self.boot_current = _host.read_installed(self.boot_files, os.path.join(self.boot_dir, _boot.LIB_SUBDIR))
         if self.client_services and self.systemctl:
             self.active_services = [unit for unit in self.client_services if self._is_active(unit)]
+        if self.boot_unit and self.systemctl:
+            self.unit_enabled = self._is_enabled(_mig_boot.unit_name(self.boot_unit))
         gpus = []
         for index in range(self.nv.device_count()):
             try:
@@ -143,7 +151,22 @@ class HostMig:
 
     def _boot_wanted(self) -> dict:
         entry = _boot.entry_point("re-applies the MIG layout at boot (gpuops-mig.service)", "_mig_host", "boot_main")
-        return _boot.files(self.boot_dir, self.boot_sources, _boot.COLLECTION_VERSION, BOOT_ENTRY, entry)
+        wanted = _boot.files(self.boot_dir, self.boot_sources, _boot.COLLECTION_VERSION, BOOT_ENTRY, entry)
+        if self.boot_unit:
+            cfg = self.boot_unit
+            if "entries" in self.boot_layout:
+                config_file, config_name = _mig_boot.config_path(cfg), cfg["config_name"]
+                wanted[config_file] = _mig_boot.config_text(config_name, self.boot_layout["entries"],
+                                                            _mig_config.yaml.safe_dump)
+            else:
+                config_file, config_name = self.boot_layout["config_file"], self.boot_layout["config_name"]
+            wanted[_mig_boot.unit_path(cfg)] = _mig_boot.unit_text(cfg, os.path.join(self.boot_dir, BOOT_ENTRY),
+                                                                   config_file, config_name, self.reset)
+        return wanted
+
+    def _is_enabled(self, unit: str) -> bool:
+        rc, out, _err = self.run_command([self.systemctl, "is-enabled", unit])
+        return rc == 0 and out.strip() in ("enabled", "enabled-runtime")
 
     def _is_active(self, unit: str) -> bool:
         if not UNIT_RE.match(unit):
@@ -157,6 +180,12 @@ class HostMig:
         self.warnings.extend(self.planned["notes"])
         self.warnings.extend(self.planned["warnings"])
         ops = _boot.plan_files(self.boot_current, self.boot_files) if self.boot_dir else []
+        if self.boot_unit:
+            unit = _mig_boot.unit_name(self.boot_unit)
+            if any(op.target == _mig_boot.unit_path(self.boot_unit) for op in ops):
+                ops.append(Op("daemon_reload", "systemd", "systemctl daemon-reload"))
+            if not self.unit_enabled:
+                ops.append(Op("enable_unit", unit, f"enable {unit} (re-applies the layout at boot)", {"unit": unit}))
         gpu_ops = self.planned["ops"]
         if self.active_services and any(op.writes for op in gpu_ops):
             units = ", ".join(self.active_services)
@@ -174,6 +203,12 @@ class HostMig:
                             f"nvidia-dcgm or dcgm-exporter.service), not {', '.join(repr(u) for u in bad)}")
         if self.client_services and not self.systemctl:
             problems.append("client_services needs systemd (systemctl was not found on this host)")
+        if self.boot_unit and not self.systemctl:
+            problems.append("boot_unit needs systemd (systemctl was not found on this host); leave it out and "
+                            "re-apply the layout after each boot another way")
+        if self.boot_unit and "entries" in self.boot_layout and _mig_config.yaml is None:
+            problems.append("boot_unit writes the layout as a mig-parted file, which needs PyYAML (python3-yaml) on "
+                            "the host; the boot unit reads it with PyYAML too")
         if not problems and any(op.kind == "reset" for op in ops) and not self.nvidia_smi:
             problems.append("a GPU reset may be needed to apply the MIG mode, but nvidia-smi was not found; "
                             "install the NVIDIA driver utilities or use reset: never and reboot")
@@ -187,6 +222,12 @@ class HostMig:
             return None
         if kind == "remove_file":
             _host.remove_file(op.data["path"])
+            return None
+        if kind in ("daemon_reload", "enable_unit"):
+            argv = ["daemon-reload"] if kind == "daemon_reload" else ["enable", op.data["unit"]]
+            rc, out, err = self.run_command([self.systemctl, *argv])
+            if rc != 0:
+                raise RunError(f"systemctl {' '.join(argv)} failed: {(err or out).strip()}")
             return None
         if kind in ("stop_services", "start_services"):
             verb = "stop" if kind == "stop_services" else "start"
@@ -299,6 +340,9 @@ class HostMig:
         for path, text in self.boot_files.items():
             if _host.read_managed(path) != text:
                 problems.append(f"{path} does not hold the boot code written to it")
+        if any(op.kind == "enable_unit" for op in ops) and not self._is_enabled(_mig_boot.unit_name(self.boot_unit)):
+            problems.append(f"{_mig_boot.unit_name(self.boot_unit)} is not enabled after enabling it; see "
+                            f"systemctl status {_mig_boot.unit_name(self.boot_unit)}")
         for item in self.planned["gpus"]:
             if not item["managed"] or item["gpu"]["index"] not in self.handles:
                 continue
@@ -328,7 +372,10 @@ class HostMig:
         if self.boot_dir:
             boot = {"dir": self.boot_dir, "entry_point": os.path.join(self.boot_dir, BOOT_ENTRY),
                     "version": self.boot_files[os.path.join(self.boot_dir, "VERSION")].splitlines()[0],
-                    "files": sorted(self.boot_files)}
+                    "files": sorted(p for p in self.boot_files if p.startswith(self.boot_dir.rstrip("/") + "/")),
+                    "unit": _mig_boot.unit_path(self.boot_unit) if self.boot_unit else None,
+                    "config_file": (_mig_boot.config_path(self.boot_unit) if "entries" in self.boot_layout
+                                    else self.boot_layout.get("config_file")) if self.boot_unit else None}
         return {"gpus": results, "boot": boot, "client_services": list(self.active_services),
                 "reboot_required": any(r["reboot_required"] for r in results),
                 "kept": sum(r["kept"] for r in results), "destroyed": sum(r["destroyed"] for r in results),
@@ -407,7 +454,7 @@ def boot_main(argv: list[str], run_command, out) -> int:
     """``gpuops-mig-apply``, which ``gpuops-mig.service`` runs at boot (the entry script calls this)."""
     parser = argparse.ArgumentParser(prog=BOOT_ENTRY, description="Re-apply the MIG layout (gpuops.sharing).")
     parser.add_argument("--config-file", required=True)
-    parser.add_argument("--config-name", required=True)
+    parser.add_argument("--config-name", help="the configuration to apply (default: the file's only one)")
     parser.add_argument("--reset", choices=["auto", "never"], default="auto")
     parser.add_argument("--nvidia-smi", default="nvidia-smi")
     args = parser.parse_args(argv)

@@ -139,6 +139,42 @@ options:
         host's python3, which needs nvidia-ml-py and PyYAML (Python 3.9 or newer).
       - Files are written through a temporary file and an atomic rename, never through a symbolic link.
     type: path
+  boot_unit:
+    description:
+      - Also write and enable the systemd oneshot unit that re-applies the layout at every boot with the boot code
+        of O(boot_dir) (which it needs), so that the layout comes back without Ansible. MIG mode survives a reboot,
+        GPU and compute instances do not.
+      - With O(config), the layout is written as a mig-parted v1 file, C(<config_dir>/config.yaml), holding O(config)
+        under O(boot_unit.config_name); with O(config_file), the unit applies O(config_name) of that file, which
+        must stay where it is.
+      - The unit is ordered as NVIDIA's own mig-manager unit (after C(nvidia-persistenced) and
+        C(nvidia-fabricmanager)) and before the services that open GPUs (C(nvidia-dcgm), C(dcgm-exporter),
+        C(containerd), C(docker), C(kubelet)). It needs systemd, and PyYAML and nvidia-ml-py in
+        O(boot_unit.python).
+      - In the steady state this is one C(systemctl is-enabled) call; C(systemctl daemon-reload) and
+        C(systemctl enable) run only when the unit changed or is not enabled.
+    type: dict
+    suboptions:
+      name:
+        description: The unit's name.
+        type: str
+        default: gpuops-mig
+      unit_dir:
+        description: Where the unit is written.
+        type: str
+        default: /etc/systemd/system
+      python:
+        description: The host's Python (3.9 or newer, with nvidia-ml-py and PyYAML) that runs the boot code.
+        type: str
+        default: /usr/bin/python3
+      config_dir:
+        description: Where the layout file C(config.yaml) is written (with O(config)).
+        type: str
+        default: /etc/gpuops/mig
+      config_name:
+        description: The configuration's name in that file (with O(config)).
+        type: str
+        default: gpuops
 notes:
   - Runs as root (C(become=true)).
   - GPU instance placements are in the driver's units (memory slices), as C(nvidia-smi mig -lgipp) prints them.
@@ -344,6 +380,12 @@ boot:
       description: Every file the boot code is made of.
       type: list
       elements: str
+    unit:
+      description: The unit written with O(boot_unit) (V(null) without it).
+      type: str
+    config_file:
+      description: The layout file the unit applies (V(null) without O(boot_unit)).
+      type: str
 client_services:
   description: Those of O(client_services) that were active, and so were stopped around a change.
   returned: always
@@ -363,7 +405,7 @@ done:
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.gpuops.sharing.plugins.module_utils import _boot, _host, _mig, _mig_config, _mig_host
+from ansible_collections.gpuops.sharing.plugins.module_utils import _boot, _host, _mig, _mig_boot, _mig_config, _mig_host
 from ansible_collections.gpuops.sharing.plugins.module_utils._nvml import (
     HAS_PYNVML,
     PYNVML_IMPORT_ERROR,
@@ -396,6 +438,13 @@ def main() -> None:
             "force_timeout": {"type": "float", "default": 10.0},
             "client_services": {"type": "list", "elements": "str", "default": []},
             "boot_dir": {"type": "path"},
+            "boot_unit": {"type": "dict", "options": {
+                "name": {"type": "str", "default": "gpuops-mig"},
+                "unit_dir": {"type": "str", "default": "/etc/systemd/system"},
+                "python": {"type": "str", "default": "/usr/bin/python3"},
+                "config_dir": {"type": "str", "default": "/etc/gpuops/mig"},
+                "config_name": {"type": "str", "default": "gpuops"},
+            }},
         },
         mutually_exclusive=[("config", "config_file")],
         required_one_of=[("config", "config_file")],
@@ -410,14 +459,21 @@ def main() -> None:
             module.warn(text)
         params = module.params
         sources = _boot.closure(["_host", "_mig_host"], _boot.payload_source) if params["boot_dir"] else None
+        layout = None
+        if params["boot_unit"] is not None:
+            _mig_boot.validate(params["boot_unit"], params["boot_dir"], params["config_file"])
+            layout = ({"entries": params["config"]} if params["config"] is not None
+                      else {"config_file": params["config_file"], "config_name": params["config_name"]})
         with Nvml() as nv:
             host = _mig_host.HostMig(nv, _host.module_runner(module), entries, reset=params["reset"],
                                      force=params["force"], nvidia_smi=module.get_bin_path("nvidia-smi"),
                                      process_timeout=params["force_timeout"],
                                      client_services=params["client_services"],
-                                     systemctl=module.get_bin_path("systemctl") if params["client_services"] else None,
+                                     systemctl=module.get_bin_path("systemctl")
+                                     if params["client_services"] or params["boot_unit"] else None,
                                      boot_dir=params["boot_dir"], boot_sources=sources,
-                                     atomic_move=module.atomic_move)
+                                     atomic_move=module.atomic_move, boot_unit=params["boot_unit"],
+                                     boot_layout=layout)
             run_module(module, host, EMPTY)
     except (_mig_config.ConfigError, _mig.MigError) as exc:
         module.fail_json(msg=str(exc), **EMPTY)

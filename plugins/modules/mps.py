@@ -282,14 +282,12 @@ EXAMPLES = r"""
 RETURN = r"""
 summary:
   description:
-    - One line per target, in the order of RV(targets), for people to read: whether its daemon runs, the limits its
-      clients get, and how clients reach it. Empty with O(state=absent).
+    - One line per target, in the order of RV(targets), for people to read. It says whether the target's daemon
+      runs, the limits its clients get, and how clients reach it. Empty with O(state=absent).
   returned: always
   type: list
   elements: str
-  sample:
-    - "gpu0-mig1.0 (MIG-8f3c...): running, threads 25.0%, memory 4G per client; clients: set -a;
-      . /etc/nvidia-mps/gpu0-mig1.0.env; set +a"
+  sample: ["gpu0-mig1.0 (MIG-8f3c...): running, threads 25.0%, memory 4G per client; clients: set -a; . /etc/nvidia-mps/gpu0-mig1.0.env; set +a"]
 boot:
   description: The code the units start, installed in O(systemd.install_dir) (V(null) without O(systemd), and with
     O(state=absent)).

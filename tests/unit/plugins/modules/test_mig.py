@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -472,3 +474,94 @@ def test_layout_refusals_before_the_mode_change_under_both_drivers(sim, model, m
                                                        "mig-devices": mig_devices}]})
     assert failed and "MIG mode was enabled first" not in result["msg"]
     assert sim.state()["counters"]["nvml_writes"] == 0
+
+
+def _recording_systemctl(tmp_path, monkeypatch):
+    """A systemctl that records its calls and keeps 'enabled' units in a file (the fleet hosts run the real one)."""
+    log, enabled, fake = tmp_path / "systemctl.log", tmp_path / "enabled", tmp_path / "bin"
+    fake.mkdir()
+    enabled.write_text("")
+    (fake / "systemctl").write_text(
+        "#!/bin/sh\necho \"$@\" >> " + str(log) + "\n"
+        "case \"$1\" in\n"
+        "  is-enabled) grep -qx \"$2\" " + str(enabled) + " && { echo enabled; exit 0; }; echo disabled; exit 1;;\n"
+        "  enable) echo \"$2\" >> " + str(enabled) + ";;\n"
+        "esac\nexit 0\n")
+    (fake / "systemctl").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
+    return log
+
+
+def test_boot_unit_is_written_enabled_and_restores_the_layout(sim, tmp_path, monkeypatch):
+    """One module call installs the boot code, the layout file and the unit, and enables it; the unit's own
+    command line, run after a reboot, brings the layout back; the next run is one is-enabled call."""
+    log = _recording_systemctl(tmp_path, monkeypatch)
+    sim.init("A100-SXM4-40GB", 2)
+    lib, units, etc = tmp_path / "lib", tmp_path / "units", tmp_path / "etc"
+    request = {"config": BALANCED, "boot_dir": str(lib),
+               "boot_unit": {"unit_dir": str(units), "python": sys.executable, "config_dir": str(etc),
+                             "config_name": "balanced"}}
+    check, failed = run_module(mig.main, {**request, "_ansible_check_mode": True})
+    assert not failed and check["changed"] and not units.exists() and log.read_text() == "is-enabled gpuops-mig.service\n"
+    first, failed = run_module(mig.main, request)
+    assert not failed, first.get("msg")
+    for text in (f"install the boot code file {units}/gpuops-mig.service", f"install the boot code file {etc}/config.yaml",
+                 "systemctl daemon-reload", "enable gpuops-mig.service (re-applies the layout at boot)"):
+        assert text in check["operations"] and text in first["done"]
+    unit = (units / "gpuops-mig.service").read_text()
+    assert first["boot"]["unit"] == str(units / "gpuops-mig.service")
+    assert first["boot"]["config_file"] == str(etc / "config.yaml")
+    assert f'ExecStart="{sys.executable}" "{lib}/gpuops-mig-apply" --config-file "{etc}/config.yaml" ' \
+           '--config-name "balanced" --reset auto\n' in unit
+    assert "After=local-fs.target systemd-modules-load.service nvidia-persistenced.service " \
+           "nvidia-fabricmanager.service\n" in unit and "WantedBy=multi-user.target\n" in unit
+    written = yaml.safe_load((etc / "config.yaml").read_text())
+    assert written == {"version": "v1", "mig-configs": {"balanced": BALANCED}}
+    # observed, reloaded and enabled, then verified enabled
+    assert log.read_text().splitlines() == ["is-enabled gpuops-mig.service", "is-enabled gpuops-mig.service",
+                                            "daemon-reload", "enable gpuops-mig.service",
+                                            "is-enabled gpuops-mig.service"]
+    # the next run: nothing to do, one systemctl call
+    log.write_text("")
+    again, failed = run_module(mig.main, request)
+    assert not failed and not again["changed"] and log.read_text() == "is-enabled gpuops-mig.service\n"
+    # a reboot: the unit's command line restores the layout
+    before = [[(gi["profile_id"], gi["start"]) for gi in g["gpu_instances"]] for g in sim.state()["gpus"]]
+    sim.gpusim("reboot")
+    argv = shlex.split(unit.split("ExecStart=", 1)[1].splitlines()[0])
+    env = {k: v for k, v in os.environ.items() if k != "GPUOPS_SHARING_LIB"}
+    env.update(PYTHONPATH=SIMULATOR, GPUSIM_STATE=sim.path)
+    done = subprocess.run(argv, capture_output=True, text=True, check=False, env=env, cwd=str(lib))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert [[(gi["profile_id"], gi["start"]) for gi in g["gpu_instances"]] for g in sim.state()["gpus"]] == before
+
+
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze is not installed")
+def test_boot_unit_passes_systemd_analyze_verify(tmp_path):
+    from ansible_collections.gpuops.sharing.plugins.module_utils import _mig_boot
+    for name in ("python3", "gpuops-mig-apply"):
+        os.symlink("/bin/true", tmp_path / name)
+    cfg = {"name": "gpuops-mig", "unit_dir": str(tmp_path), "python": str(tmp_path / "python3"),
+           "config_dir": str(tmp_path), "config_name": "gpuops"}
+    path = tmp_path / "gpuops-mig.service"
+    path.write_text(_mig_boot.unit_text(cfg, str(tmp_path / "gpuops-mig-apply"), str(tmp_path / "config.yaml"),
+                                        "gpuops", "never"))
+    done = subprocess.run(["systemd-analyze", "verify", str(path)], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("unit, extra, message", [
+    ({}, {"boot_dir": None}, "boot_unit needs boot_dir: the unit runs the boot code the module installs there"),
+    ({"name": "gpuops mig"}, {}, "boot_unit.name='gpuops mig' is not a unit name"),
+    ({"config_name": "-x"}, {}, "boot_unit.config_name='-x' is not valid"),
+    ({"python": "python3"}, {}, "boot_unit.python='python3' is not valid: give an absolute path"),
+    ({"config_dir": "/etc/$(id)"}, {}, "boot_unit.config_dir='/etc/$(id)' is not valid"),
+    ({"unit_dir": "/etc/../tmp"}, {}, "boot_unit.unit_dir='/etc/../tmp' is not valid"),
+])
+def test_boot_unit_bad_values_are_refused_before_any_change(sim, tmp_path, unit, extra, message):
+    sim.init("A100-SXM4-40GB", 1)
+    request = {"config": BALANCED, "boot_dir": str(tmp_path / "lib"), "boot_unit": unit, **extra}
+    request = {k: v for k, v in request.items() if v is not None}
+    result, failed = run_module(mig.main, request)
+    assert failed and message in result["msg"] and not result["changed"]
+    assert not sim.state()["gpus"][0]["gpu_instances"] and not (tmp_path / "lib").exists()
