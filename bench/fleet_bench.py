@@ -100,7 +100,7 @@ def _site(count: int | None = None, like: str | None = None, count_tasks: bool =
 
 def _mps_role() -> tuple[int, float, float, dict]:
     fleet.up(specs=MPS_HOST)
-    setup, _ = _commands(os.path.join(HERE, "playbooks", "mps_56_setup.yml"))
+    setup = _commands(os.path.join(HERE, "playbooks", "mps_56_setup.yml"))[0]
     play, ping = _commands(os.path.join(HERE, "playbooks", "mps_56.yml"))
     subprocess.run(setup, cwd=ROOT, env=_env(), capture_output=True, text=True, check=True)
     first = subprocess.run(play, cwd=ROOT, env=_env(), capture_output=True, text=True, check=False)
