@@ -193,7 +193,9 @@ build: venv
 
 # The artifact as Galaxy and Automation Hub read it: galaxy-importer with its default configuration
 # (metadata, ansible-doc of every plugin, ansible-lint; any WARNING or ERROR fails), then the tarball
-# installed (extracted and checksummed) and ansible-test sanity run on that tree, with no ignore files.
+# installed (extracted and checksummed), the execution environment ansible-builder makes of it
+# (hacking/check_ee.py: `ansible-builder create` and the collection's introspection, no container
+# built), and ansible-test sanity run on that tree, with no ignore files.
 ARTIFACT_ROOT := $(TESTROOT)-artifact
 artifact-check: build $(VENV_IMPORTER)/.installed system-deps
 	@echo "== the built artifact: galaxy-importer, ansible-test sanity on the extracted tarball"
@@ -202,6 +204,7 @@ artifact-check: build $(VENV_IMPORTER)/.installed system-deps
 	cd $(ARTIFACT_ROOT) && PATH=$(VENV_IMPORTER)/bin:$$PATH $(VENV_IMPORTER)/bin/python \
 	  $(ROOT)/hacking/check_artifact.py --importer $(BUILD)/dist/gpuops-sharing-*.tar.gz
 	ANSIBLE_COLLECTIONS_PATH=$(ARTIFACT_ROOT) $(VENV)/bin/ansible-galaxy collection install --offline -p $(ARTIFACT_ROOT) $(BUILD)/dist/gpuops-sharing-*.tar.gz
+	$(VENV_IMPORTER)/bin/python $(ROOT)/hacking/check_ee.py $(VENV_IMPORTER)/bin/ansible-builder $(ARTIFACT_ROOT)
 	cd $(ARTIFACT_ROOT)/ansible_collections/gpuops/sharing && PATH=$(VENV)/bin:$$PATH \
 	  ansible-test sanity --local --python $$($(VENV)/bin/python -c 'import sys; print("%d.%d" % sys.version_info[:2])') --color no
 
