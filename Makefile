@@ -128,10 +128,10 @@ units-floor: venv-floor
 	@echo "== unit tests (ansible-core 2.18, Python 3.11)"
 	cd $(ROOT) && $(VENV_FLOOR)/bin/python -m pytest -q -p no:cacheprovider tests/unit
 
-# units-2.19, units-2.20: what touches ansible-core's API (modules' main(), action plugins, roles,
+# units-2.19, units-2.20: what touches ansible-core's API (modules' main(), action and filter plugins, roles,
 # playbooks, docs). The pure planners under tests/unit/plugins/module_utils import nothing from
 # Ansible; they run on the newest core and on the floor (units, units-floor), not twice more.
-MID_UNITS := tests/unit/plugins/modules tests/unit/plugins/action $(wildcard tests/unit/test_*.py)
+MID_UNITS := tests/unit/plugins/modules tests/unit/plugins/action tests/unit/plugins/filter $(wildcard tests/unit/test_*.py)
 $(addprefix units-,$(CORE_MIDS)): units-%: $(ROOT)/.venv-%/.installed collection-link
 	@echo "== unit tests (ansible-core $*, Python 3.12): modules, action plugins, roles, playbooks"
 	cd $(ROOT) && $(ROOT)/.venv-$*/bin/python -m pytest -q -p no:cacheprovider $(MID_UNITS)
