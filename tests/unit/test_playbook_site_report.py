@@ -17,7 +17,7 @@ from .conftest import COLLECTIONS, ROOT, SIMULATOR
 BIN = os.path.dirname(sys.executable)
 
 
-def site(tmp_path, *args):
+def site(tmp_path, *args, playbook=None):
     state = tmp_path / "gpus.json"
     if not state.exists():
         subprocess.run([sys.executable, "-m", "gpusim", "--state", str(state), "init", "--model", "A100-SXM4-40GB",
@@ -30,7 +30,7 @@ def site(tmp_path, *args):
            "GPUSIM_STATE": str(state), "PYTHONPATH": SIMULATOR, "ANSIBLE_NOCOLOR": "1",
            "PATH": BIN + os.pathsep + os.environ.get("PATH", "")}
     done = subprocess.run([os.path.join(BIN, "ansible-playbook"), "-i", str(inventory),
-                           os.path.join(ROOT, "playbooks", "site.yml"), *args],
+                           playbook or os.path.join(ROOT, "playbooks", "site.yml"), *args],
                           capture_output=True, text=True, env=env, cwd=tmp_path, check=False)
     return done.returncode, done.stdout + done.stderr
 
@@ -67,3 +67,23 @@ def test_report_dir_must_be_absolute_and_nothing_is_written_without_it(tmp_path)
     assert rc == 0, out
     assert re.search(r"TASK \[Write fleet-report\.json\] \*+\nskipping: \[gpu-[ab]\]\n", out), out
     assert not list(tmp_path.rglob("fleet-report.*"))
+
+
+def test_the_filters_examples_run_as_written(tmp_path):
+    """Every task of the EXAMPLES of plugins/filter/fleet_report*.yml, in one play on the two hosts
+    (their /var/tmp/ paths mapped into this test's folder)."""
+    tasks = []
+    for name in ("fleet_report", "fleet_report_csv"):
+        with open(os.path.join(ROOT, "plugins", "filter", name + ".yml")) as fh:
+            tasks += yaml.safe_load(yaml.safe_load(fh)["EXAMPLES"])
+    assert [t["name"] for t in tasks][0] == "Gather what every GPU is doing"
+    text = yaml.safe_dump([{"name": "the filters' examples", "hosts": "all", "gather_facts": False, "tasks": tasks}])
+    playbook = tmp_path / "examples.yml"
+    playbook.write_text(text.replace("/var/tmp/", f"{tmp_path}/"))
+    rc, out = site(tmp_path, playbook=str(playbook))
+    assert rc == 0, out
+    report = json.loads((tmp_path / "fleet-report.json").read_text())
+    assert [(r["host"], r["gpu"], r["groups"]) for r in report["rows"]] == [
+        ("gpu-a", 0, []), ("gpu-a", 1, []), ("gpu-b", 0, []), ("gpu-b", 1, [])]   # only mig_training is shown
+    rows = list(csv.DictReader((tmp_path / "fleet-report.csv").open(newline="")))
+    assert [(r["host"], r["gpu"]) for r in rows] == [("gpu-a", "0"), ("gpu-a", "1"), ("gpu-b", "0"), ("gpu-b", "1")]
