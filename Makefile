@@ -141,10 +141,10 @@ units-floor: venv-floor
 	@echo "== unit tests (ansible-core 2.18, Python 3.11)"
 	cd $(ROOT) && $(VENV_FLOOR)/bin/python -m pytest -q -p no:cacheprovider tests/unit
 
-# units-2.19, units-2.20: what touches ansible-core's API (modules' main(), action plugins, roles,
+# units-2.19, units-2.20: what touches ansible-core's API (modules' main(), action and filter plugins, roles,
 # playbooks, docs). The pure planners under tests/unit/plugins/module_utils import nothing from
 # Ansible; they run on the newest core and on the floor (units, units-floor), not twice more.
-MID_UNITS := tests/unit/plugins/modules tests/unit/plugins/action $(wildcard tests/unit/test_*.py)
+MID_UNITS := tests/unit/plugins/modules tests/unit/plugins/action tests/unit/plugins/filter $(wildcard tests/unit/test_*.py)
 $(addprefix units-,$(CORE_MIDS)): units-%: $(ROOT)/.venv-%/.installed collection-link
 	@echo "== unit tests (ansible-core $*, Python 3.12): modules, action plugins, roles, playbooks"
 	cd $(ROOT) && $(ROOT)/.venv-$*/bin/python -m pytest -q -p no:cacheprovider $(MID_UNITS)
@@ -210,7 +210,9 @@ build: venv
 
 # The artifact as Galaxy and Automation Hub read it: galaxy-importer with its default configuration
 # (metadata, ansible-doc of every plugin, ansible-lint; any WARNING or ERROR fails), then the tarball
-# installed (extracted and checksummed) and ansible-test sanity run on that tree, with no ignore files.
+# installed (extracted and checksummed), the execution environment ansible-builder makes of it
+# (hacking/check_ee.py: `ansible-builder create` and the collection's introspection, no container
+# built), and ansible-test sanity run on that tree, with no ignore files.
 ARTIFACT_ROOT := $(TESTROOT)-artifact
 artifact-check: build $(VENV_IMPORTER)/.installed system-deps
 	@echo "== the built artifact: galaxy-importer, ansible-test sanity on the extracted tarball"
@@ -219,6 +221,7 @@ artifact-check: build $(VENV_IMPORTER)/.installed system-deps
 	cd $(ARTIFACT_ROOT) && PATH=$(VENV_IMPORTER)/bin:$$PATH $(VENV_IMPORTER)/bin/python \
 	  $(ROOT)/hacking/check_artifact.py --importer $(BUILD)/dist/gpuops-sharing-*.tar.gz
 	ANSIBLE_COLLECTIONS_PATH=$(ARTIFACT_ROOT) $(VENV)/bin/ansible-galaxy collection install --offline -p $(ARTIFACT_ROOT) $(BUILD)/dist/gpuops-sharing-*.tar.gz
+	$(VENV_IMPORTER)/bin/python $(ROOT)/hacking/check_ee.py $(VENV_IMPORTER)/bin/ansible-builder $(ARTIFACT_ROOT)
 	cd $(ARTIFACT_ROOT)/ansible_collections/gpuops/sharing && PATH=$(VENV)/bin:$$PATH \
 	  ansible-test sanity --local --python $$($(VENV)/bin/python -c 'import sys; print("%d.%d" % sys.version_info[:2])') --color no
 
