@@ -411,13 +411,14 @@ def _query_block(state: dict, gpu: dict) -> list[str]:
     if extra:
         lines += extra
     if dev.live_processes(gpu):
+        # each process: its ids at 8 blanks, what it is at 12 (NVIDIA/DCGM#232, an A10G on R535)
         lines.append("    Processes")
         for proc in dev.live_processes(gpu):
             lines += [kv("GPU instance ID", "N/A" if proc.get("gi_id") is None else proc["gi_id"], 8),
                       kv("Compute instance ID", "N/A" if proc.get("ci_id") is None else proc["ci_id"], 8),
-                      kv("Process ID", proc["pid"], 8), kv("Type", proc.get("type", "C"), 8),
-                      kv("Name", proc["name"], 8),
-                      kv("Used GPU Memory", f"{proc['used_memory_mib']} MiB", 8)]
+                      kv("Process ID", proc["pid"], 8), kv("Type", proc.get("type", "C"), 12),
+                      kv("Name", proc["name"], 12),
+                      kv("Used GPU Memory", f"{proc['used_memory_mib']} MiB", 12)]
     else:
         lines.append(kv("Processes", "None"))
     return lines

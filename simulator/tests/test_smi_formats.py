@@ -320,3 +320,12 @@ def test_every_fixture_is_tested():
         tested.add(name)
     assert len(tested) >= 20
     json.dumps(sorted(tested))
+
+
+def test_q_processes_nest_what_a_process_is_under_its_ids(host):
+    meta, expected = sample("q_processes_a10g_dcgm-issue232.txt")
+    host.init("A10", 1)
+    assert host.gpusim("process", "add", "--gpu", "0", "--pid", "3402470", "--name", "", "--memory", "8716") == 0
+    out = host.smi("-q").stdout
+    section = out[out.index("    Processes\n"):]
+    compare(meta, expected, section.rstrip("\n") + "\n")
