@@ -127,6 +127,13 @@ def layout(state: dict) -> dict:
     }
 
 
+def _now() -> str:
+    """The date as nvidia-smi prints it, C's asctime, the day padded with a blank: "Thu Jul  9
+    12:19:17 2020" (a summary in tensorflow/docs#1616), "Thu Aug  8 10:16:40 2019" (a -q in
+    NVIDIA/nvidia-docker#1042)."""
+    return time.asctime()
+
+
 def _rule(*widths: int, ends: str = "+", fill: str = "-") -> str:
     return ends + "+".join(fill * w for w in widths) + ends
 
@@ -193,7 +200,9 @@ def _summary_gpu_rows(state: dict, gpu: dict, lay: dict) -> list[str]:
     util = "N/A" if mig_on else f"{tel['utilization_pct']}%"
     mig = ("Enabled" if gpu["mig_current"] else "Disabled") if mig_capable else "N/A"
     return [
-        _row(f"{gpu['index']:>4}  {_short(model['name'], 27):<27}{pm:>6}  ", f"   {gpu['pci_bus_id']} {disp:>3} ",
+        # "On" and "Off" start in one column: "...HBM3          On  |", "...RTX 4070        Off |"
+        # (an R550 summary in Frogging-Family/nvidia-all#212), as do "Off" and " On" under Disp.A
+        _row(f"{gpu['index']:>4}  {_short(model['name'], 27):<27}    {pm:<3} ", f"   {gpu['pci_bus_id']} {disp:>3} ",
              f"{ecc:>21} "),
         _row(f" {tel['fan']:>3}{tel['temperature_c']:>5}C{tel['perf_state']:>6}{power} ",
              f"{_gpu_used_mib(gpu):>8}MiB / {model['memory_total_mib']:>6}MiB ",
@@ -278,7 +287,7 @@ def summary(state: dict, gpus: list[dict]) -> str:
         _live(gpu)
     cuda = state.get("cuda_driver_version", 13000)
     driver = state["driver_version"]
-    when = state.get("clock") or time.strftime("%a %b %d %H:%M:%S %Y")
+    when = state.get("clock") or _now()
     cols = lay["gpu_cols"]
     out = [when + " " * 7, "+" + "-" * lay["summary_inner"] + "+",
            f"| NVIDIA-SMI {driver:<23}Driver Version: {driver:<15}CUDA Version: "
@@ -443,7 +452,7 @@ def vgpu_license_lines(state: dict, kv) -> list[str]:
 def query(state: dict, gpus: list[dict]) -> str:
     cuda = state.get("cuda_driver_version", 13000)
     lines = ["", "==============NVSMI LOG==============", "",
-             f"{'Timestamp':<42}: {time.strftime('%a %b %d %H:%M:%S %Y')}",
+             f"{'Timestamp':<42}: {state.get('clock') or _now()}",
              f"{'Driver Version':<42}: {state['driver_version']}",
              f"{'CUDA Version':<42}: {cuda // 1000}.{(cuda % 1000) // 10}", "",
              f"{'Attached GPUs':<42}: {len(state['gpus'])}"]

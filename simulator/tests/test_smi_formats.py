@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import pytest
 
@@ -192,7 +193,7 @@ def test_summary_processes_on_mig_devices_r570(host):
     def real(data):
         gpu = data["gpus"][0]
         gpu["processes"] = [{"pid": int(pid), "name": name, "used_memory_mib": int(mem[:-3]), "gi_id": int(gi),
-                             "ci_id": int(ci), "live": False, "type": kind} for _g, gi, ci, pid, kind, name, mem in rows]
+                             "ci_id": int(ci), "live": False, "type": kind} for _gpu, gi, ci, pid, kind, name, mem in rows]
         for gi, (used, bar1) in zip(gpu["gpu_instances"], [(1442, 6), (1513, 4), (1376, 4), (1398, 6)]):
             gi.update(memory_used_mib=used, bar1_used_mib=bar1)
     edit(host, real)
@@ -329,3 +330,15 @@ def test_q_processes_nest_what_a_process_is_under_its_ids(host):
     out = host.smi("-q").stdout
     section = out[out.index("    Processes\n"):]
     compare(meta, expected, section.rstrip("\n") + "\n")
+
+
+def test_summary_persistence_off_and_the_date(host):
+    """R550's GPU row with persistence mode off (Frogging-Family/nvidia-all#212: "NVIDIA GeForce
+    RTX 4070        Off |   00000000:2D:00.0  On |"): "Off" starts where "On" does.  The date is
+    asctime's, the day padded with a blank (tensorflow/docs#1616: "Thu Jul  9 12:19:17 2020")."""
+    host.init("H100-SXM5-80GB", 1, "--driver-version", "550.40.07")
+    edit(host, lambda data: data["gpus"][0].update(telemetry={"display_active": "On"}))
+    out = host.smi().stdout.splitlines()
+    assert out[8] == "|   0  NVIDIA H100 80GB HBM3          Off |   00000000:07:00.0  On |                    0 |"
+    assert out[3].startswith("|-") and out[3].endswith("-+")
+    assert re.fullmatch(r"[A-Z][a-z]{2} [A-Z][a-z]{2} [ 123]\d \d\d:\d\d:\d\d \d{4} {7}", out[0]), out[0]
