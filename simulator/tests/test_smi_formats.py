@@ -189,12 +189,12 @@ def test_summary_processes_on_mig_devices_r570(host):
     meta, expected = sample("summary_a100-80gb_mig_procs_570_ztouch.txt")
     _ztouch_state(host, "Mon Jun 23 15:43:26 2025", 57, 223, 5728)
     rows = [line.strip("|").split() for line in expected.splitlines() if line.startswith("|    0 ")]
+    for index, gi, ci, pid, kind, name, mem in reversed(rows):     # the table sorts them, not the order added
+        assert host.gpusim("process", "add", "--gpu", index, "--gi", gi, "--ci", ci, "--pid", pid, "--type", kind,
+                           "--name", name, "--memory", mem.removesuffix("MiB")) == 0
 
     def real(data):
-        gpu = data["gpus"][0]
-        gpu["processes"] = [{"pid": int(pid), "name": name, "used_memory_mib": int(mem[:-3]), "gi_id": int(gi),
-                             "ci_id": int(ci), "live": False, "type": kind} for _gpu, gi, ci, pid, kind, name, mem in rows]
-        for gi, (used, bar1) in zip(gpu["gpu_instances"], [(1442, 6), (1513, 4), (1376, 4), (1398, 6)]):
+        for gi, (used, bar1) in zip(data["gpus"][0]["gpu_instances"], [(1442, 6), (1513, 4), (1376, 4), (1398, 6)]):
             gi.update(memory_used_mib=used, bar1_used_mib=bar1)
     edit(host, real)
     out = host.smi().stdout.replace("NVIDIA A100-SXM4-80GB", "NVIDIA A100 80GB PCIe")
@@ -342,3 +342,14 @@ def test_summary_persistence_off_and_the_date(host):
     assert out[8] == "|   0  NVIDIA H100 80GB HBM3          Off |   00000000:07:00.0  On |                    0 |"
     assert out[3].startswith("|-") and out[3].endswith("-+")
     assert re.fullmatch(r"[A-Z][a-z]{2} [A-Z][a-z]{2} [ 123]\d \d\d:\d\d:\d\d \d{4} {7}", out[0]), out[0]
+
+
+def test_a_process_type_nvidia_smi_does_not_print_is_refused(host):
+    from gpusim import device as dev
+    host.init("A10", 1)
+    data = st.load(host.path)
+    with pytest.raises(dev.DriverError) as err:
+        dev.add_process(data, 0, 4242, kind="MPS")
+    assert err.value.detail == "process type 'MPS': one of C, G, C+G, M, M+C"
+    assert host.gpusim("process", "add", "--gpu", "0", "--pid", "4242", "--type", "M+C") == 0
+    assert "|    0  N/A  N/A             4242    M+C   python3" in host.smi().stdout
