@@ -1,9 +1,12 @@
 """The fake ``nvidia-smi``: the subset people and our docs use, shaped like the real tool.
 
-Supported: ``-L``; ``-q [-i ID]`` (``-i`` takes an index, a UUID or a PCI bus id); ``--query-gpu=FIELDS --format=csv[,noheader][,nounits]``;
+Supported: no arguments (or only ``-i ID``): the summary table; ``-L``; ``-q [-i ID]`` (``-i`` takes an index, a UUID or a PCI bus id); ``--query-gpu=FIELDS --format=csv[,noheader][,nounits]``;
 ``-mig 0|1 [-i ID]``; ``-r|--gpu-reset -i ID``; ``-pm 0|1``, ``-c MODE`` (with ``-i``);
 ``mig -lgip|-lgipp|-lgi|-lci|-lcip [-gi ID] [-i ID]``; ``mig -cgi LIST [-C]``, ``mig -cci [LIST] -gi ID``,
 ``mig -dci [-gi ID] [-ci ID]``, ``mig -dgi [-gi ID]``.
+The tables are shaped after real outputs (simulator/tests/fixtures/smi/, with their URLs): their
+widths live in ``layout()`` (what differs between drivers) and ``ROWS`` (each row's cells); each
+format has one renderer.
 Exit codes follow nvidia-smi(1): 0 success, 2 bad argument, 3 not supported,
 6 not found, 9 driver not loaded, 12 NVML library not found, 15 GPU lost,
 255 other errors.
@@ -127,6 +130,35 @@ def layout(state: dict) -> dict:
     }
 
 
+# The rows of every table, as str.format templates: the widths of each cell in one place (the
+# driver-dependent ones come from layout()).  A table's frame and headers are the real text.
+ROWS = {
+    # the summary's GPU rows: three cells each (GPU/Name, Bus-Id, ECC columns)
+    "gpu_1": ("{index:>4}  {name:<27}    {pm:<3} ", "   {bus} {disp:>3} ", "{ecc:>21} "),
+    "gpu_2": (" {fan:>3}{temp:>5}C{perf:>6}{draw:>15}W / {limit:>5} ", "{used:>8}MiB / {total:>6}MiB ",
+              "{util:>8}{mode:>13} "),
+    "gpu_3": "{mig:>21} ",
+    # the summary's MIG devices: ids | memory | SM, ECC | engines; then the BAR1 line
+    "mig_1": ("{gpu:>3}{gi:>5}{ci:>4}{dev:>4}  ", "{used:>16}MiB / {total:>5}MiB", " {sm:<3}{ecc:>6} ",
+              "{ce:>3}{enc:>4}{dec:>5}{ofa:>5}{jpg:>5} "),
+    "mig_2": "{used:>{used_w}}MiB / {total:>5}MiB",
+    "process": "{gpu:>5}{gi:>5}{ci:>5}{pid:>{pid_w}}{type:>7}   {name:<{name_w}}{mem:>10} ",
+    # mig -lgip: two lines per profile (the SM count starts where a 2-digit one does:
+    # "No     16     1", "No     132    7")
+    "lgip_1": "|{gpu:>4}  MIG {name:<{name_w}}{id:>3}{free:>6}/{total:<3}      {mem:<11}{p2p:<3}    {sm:<3}"
+              "{dec:>5}{enc:>6}   |",
+    "lgip_2": "|{blank:{pad}}{ce:>6}{jpeg:>6}{ofa:>6}   |",
+    "lgi": "|{gpu:>4}  MIG {name:<{name_w}}{profile:>5}{id:>9}{blank:10}{placement:<8}|",
+    "lci": "|{gpu:>4}{gi:>7}       MIG {name:<13}{profile:>5}{id:>10}{blank:10}{placement:<8}|",
+    "lcip_1": "|{gpu:>4}{gi:>7}       MIG {name:<17}{profile:<7}{instances:<6}{sm:>10}{dec:>9}{enc:>6}{ofa:>6}   |",
+    "lcip_2": "|{blank:62}{ce:>9}{jpeg:>6}{blank:9}|",
+}
+
+
+def _cells(key: str, **fields) -> list[str]:
+    return [cell.format(**fields) for cell in ROWS[key]]
+
+
 def _now() -> str:
     """The date as nvidia-smi prints it, C's asctime, the day padded with a blank: "Thu Jul  9
     12:19:17 2020" (a summary in tensorflow/docs#1616), "Thu Aug  8 10:16:40 2019" (a -q in
@@ -195,19 +227,18 @@ def _summary_gpu_rows(state: dict, gpu: dict, lay: dict) -> list[str]:
         ecc = "On" if tel["ecc"] else "Off"
     else:
         ecc = "0" if tel["ecc"] else "Off"
-    limit = tel["power_limit_w"]
-    power = f"{tel['power_draw_w']:>15}W / {limit:>4}W" if limit else f"{tel['power_draw_w']:>15}W /  N/A"
+    limit = f"{tel['power_limit_w']}W" if tel["power_limit_w"] else "N/A"
     util = "N/A" if mig_on else f"{tel['utilization_pct']}%"
     mig = ("Enabled" if gpu["mig_current"] else "Disabled") if mig_capable else "N/A"
     return [
         # "On" and "Off" start in one column: "...HBM3          On  |", "...RTX 4070        Off |"
         # (an R550 summary in Frogging-Family/nvidia-all#212), as do "Off" and " On" under Disp.A
-        _row(f"{gpu['index']:>4}  {_short(model['name'], 27):<27}    {pm:<3} ", f"   {gpu['pci_bus_id']} {disp:>3} ",
-             f"{ecc:>21} "),
-        _row(f" {tel['fan']:>3}{tel['temperature_c']:>5}C{tel['perf_state']:>6}{power} ",
-             f"{_gpu_used_mib(gpu):>8}MiB / {model['memory_total_mib']:>6}MiB ",
-             f"{util:>8}{SUMMARY_COMPUTE_MODES[gpu['compute_mode']]:>13} "),
-        _row(" " * lay["gpu_cols"][0], " " * lay["gpu_cols"][1], f"{mig:>21} "),
+        _row(*_cells("gpu_1", index=gpu["index"], name=_short(model["name"], 27), pm=pm, bus=gpu["pci_bus_id"],
+                     disp=disp, ecc=ecc)),
+        _row(*_cells("gpu_2", fan=tel["fan"], temp=tel["temperature_c"], perf=tel["perf_state"],
+                     draw=tel["power_draw_w"], limit=limit, used=_gpu_used_mib(gpu), total=model["memory_total_mib"],
+                     util=util, mode=SUMMARY_COMPUTE_MODES[gpu["compute_mode"]])),
+        _row(" " * lay["gpu_cols"][0], " " * lay["gpu_cols"][1], ROWS["gpu_3"].format(mig=mig)),
         _rule(*lay["gpu_cols"]),
     ]
 
@@ -242,15 +273,15 @@ def _summary_mig_rows(gpus: list[dict], lay: dict) -> list[str]:
             gi_prof = dev.gi_profile(gpu, gi["profile_id"])
             ci_prof = dev.ci_profile(gi_prof, ci["profile_id"])
             used, total, bar1_used, bar1_total = _gi_memory(gpu, gi, tel)
-            out += [
-                _row(f"{gpu['index']:>3}{gi['id']:>5}{ci['id']:>4}{dev_index:>4}  ",
-                     f"{used:>16}MiB / {total:>5}MiB".ljust(cols[1]),
-                     f" {ci_prof.get('multiprocessor_count') or 0:<3}{0:>6} ",
-                     f"{gi_prof.get('copy_engines') or 0:>3}{gi_prof.get('encoders') or 0:>4}"
-                     f"{gi_prof.get('decoders') or 0:>5}{gi_prof.get('ofas') or 0:>5}{gi_prof.get('jpegs') or 0:>5} "),
-                _row(" " * cols[0], f"{bar1_used:>{lay['mig_bar1_used']}}MiB / {bar1_total:>5}MiB".ljust(cols[1]),
-                     " " * cols[2], " " * cols[3]),
-                _rule(*cols)]
+            ids, memory, sm, engines = _cells(
+                "mig_1", gpu=gpu["index"], gi=gi["id"], ci=ci["id"], dev=dev_index, used=used, total=total,
+                sm=ci_prof.get("multiprocessor_count") or 0, ecc=0, ce=gi_prof.get("copy_engines") or 0,
+                enc=gi_prof.get("encoders") or 0, dec=gi_prof.get("decoders") or 0, ofa=gi_prof.get("ofas") or 0,
+                jpg=gi_prof.get("jpegs") or 0)
+            bar1 = ROWS["mig_2"].format(used=bar1_used, used_w=lay["mig_bar1_used"], total=bar1_total)
+            out += [_row(ids, memory.ljust(cols[1]), sm, engines),
+                    _row(" " * cols[0], bar1.ljust(cols[1]), " " * cols[2], " " * cols[3]),
+                    _rule(*cols)]
     return out
 
 
@@ -269,9 +300,10 @@ def _summary_process_rows(gpus: list[dict], lay: dict) -> list[str]:
         for proc in procs:
             gi = "N/A" if proc.get("gi_id") is None else proc["gi_id"]
             ci = "N/A" if proc.get("ci_id") is None else proc["ci_id"]
-            rows.append(_row(f"{gpu['index']:>5}{gi:>5}{ci:>5}{proc['pid']:>{pid_w}}{proc.get('type', 'C'):>7}   "
-                             f"{_short(proc['name'], name_w, tail=True):<{name_w}}"
-                             f"{str(proc.get('used_memory_mib', 0)) + 'MiB':>10} "))
+            rows.append(_row(ROWS["process"].format(
+                gpu=gpu["index"], gi=gi, ci=ci, pid=proc["pid"], pid_w=pid_w, type=proc.get("type", "C"),
+                name=_short(proc["name"], name_w, tail=True), name_w=name_w,
+                mem=f"{proc.get('used_memory_mib', 0)}MiB")))
     out += rows or [_row("  No running processes found".ljust(inner))]
     out.append("+" + "-" * inner + "+")
     return out
@@ -543,12 +575,12 @@ def list_gi_profiles(state: dict, gpus: list[dict]) -> str:
             free = dev.gi_remaining_capacity(gpu, prof)
             mem = "%.2f" % (prof["memory_mib"] / 1024)
             p2p = "Yes" if prof.get("p2p") else "No"
-            # the SM count starts where a 2-digit one does ("No     16     1", "No     132    7")
-            out.append(f"|{gpu['index']:>4}  MIG {prof['name']:<{13 + extra}}{prof['id']:>3}{free:>6}/"
-                       f"{prof['instance_count']:<3}      {mem:<11}{p2p:<3}    {prof.get('multiprocessor_count') or 0:<3}"
-                       f"{prof.get('decoders') or 0:>5}{prof.get('encoders') or 0:>6}   |")
-            out.append(f"|{'':{56 + extra}}{prof.get('copy_engines') or 0:>6}{prof.get('jpegs') or 0:>6}"
-                       f"{prof.get('ofas') or 0:>6}   |")
+            out.append(ROWS["lgip_1"].format(
+                gpu=gpu["index"], name=prof["name"], name_w=13 + extra, id=prof["id"], free=free,
+                total=prof["instance_count"], mem=mem, p2p=p2p, sm=prof.get("multiprocessor_count") or 0,
+                dec=prof.get("decoders") or 0, enc=prof.get("encoders") or 0))
+            out.append(ROWS["lgip_2"].format(blank="", pad=56 + extra, ce=prof.get("copy_engines") or 0,
+                                             jpeg=prof.get("jpegs") or 0, ofa=prof.get("ofas") or 0))
             out.append(rule)
     return "\n".join(out) + "\n"
 
@@ -583,8 +615,9 @@ def list_gis(state: dict, gpus: list[dict]) -> str:
     for gpu in chosen:
         for gi in _lgi_order(gpu):
             prof = dev.gi_profile(gpu, gi["profile_id"])
-            rows += [f"|{gpu['index']:>4}  MIG {prof['name']:<{13 + extra}}{gi['profile_id']:>5}{gi['id']:>9}"
-                     f"{'':10}{str(gi['start']) + ':' + str(gi['size']):<8}|", rule]
+            rows += [ROWS["lgi"].format(gpu=gpu["index"], name=prof["name"], name_w=13 + extra,
+                                        profile=gi["profile_id"], id=gi["id"], blank="",
+                                        placement=f"{gi['start']}:{gi['size']}"), rule]
     if not rows:
         raise SmiExit(6, "No GPU instances found: Not Found\n")
     pad = " " * extra
@@ -606,8 +639,8 @@ def list_cis(state: dict, gpus: list[dict]) -> str:
             gi_prof = dev.gi_profile(gpu, gi["profile_id"])
             for ci in sorted(gi["compute_instances"], key=lambda c: c["id"]):
                 name = dev.ci_profile(gi_prof, ci["profile_id"])["name"]
-                rows += [f"|{gpu['index']:>4}{gi['id']:>7}       MIG {name:<13}{ci['profile_id']:>5}{ci['id']:>10}"
-                         f"{'':10}{str(ci['start']) + ':' + str(ci['size']):<8}|", rule]
+                rows += [ROWS["lci"].format(gpu=gpu["index"], gi=gi["id"], name=name, profile=ci["profile_id"],
+                                            id=ci["id"], blank="", placement=f"{ci['start']}:{ci['size']}"), rule]
     if not rows:
         raise SmiExit(6, "No compute instances found: Not Found\n")
     return "\n".join([rule, "| Compute instances:".ljust(width + 1) + "|",
@@ -639,11 +672,12 @@ def list_ci_profiles(state: dict, gpus: list[dict], gi_ids: list[int]) -> str:
                 used = sum(1 for c in gi["compute_instances"] if c["profile_id"] == prof["id"])
                 free = len(list(dev.ci_free_placements(gi, prof))[:max(0, prof["instance_count"] - used)])
                 pid = f"{prof['id']}{'*' if prof.get('default') else ''}"
-                out.append(f"|{gpu['index']:>4}{gi['id']:>7}       MIG {prof['name']:<17}{pid:<7}"
-                           f"{str(free) + '/' + str(prof['instance_count']):<6}"
-                           f"{prof.get('multiprocessor_count') or 0:>10}{gi_prof.get('decoders') or 0:>9}"
-                           f"{gi_prof.get('encoders') or 0:>6}{gi_prof.get('ofas') or 0:>6}   |")
-                out.append(f"|{'':62}{gi_prof.get('copy_engines') or 0:>9}{gi_prof.get('jpegs') or 0:>6}{'':9}|")
+                out.append(ROWS["lcip_1"].format(
+                    gpu=gpu["index"], gi=gi["id"], name=prof["name"], profile=pid,
+                    instances=f"{free}/{prof['instance_count']}", sm=prof.get("multiprocessor_count") or 0,
+                    dec=gi_prof.get("decoders") or 0, enc=gi_prof.get("encoders") or 0, ofa=gi_prof.get("ofas") or 0))
+                out.append(ROWS["lcip_2"].format(blank="", ce=gi_prof.get("copy_engines") or 0,
+                                                 jpeg=gi_prof.get("jpegs") or 0))
                 out.append(rule)
                 rows += 1
     if not rows:
