@@ -1,6 +1,7 @@
 """The fake ``nvidia-smi``: the subset people and our docs use, shaped like the real tool.
 
-Supported: no arguments (or only ``-i ID``): the summary table; ``-L``; ``-q [-i ID]`` (``-i`` takes an index, a UUID or a PCI bus id); ``--query-gpu=FIELDS --format=csv[,noheader][,nounits]``;
+Supported: no arguments (or only ``-i ID``): the summary table; ``-L``; ``-q [-i ID]`` (``-i`` takes
+an index, a UUID or a PCI bus id); ``--query-gpu=FIELDS --format=csv[,noheader][,nounits]``;
 ``-mig 0|1 [-i ID]``; ``-r|--gpu-reset -i ID``; ``-pm 0|1``, ``-c MODE`` (with ``-i``);
 ``mig -lgip|-lgipp|-lgi|-lci|-lcip [-gi ID] [-i ID]``; ``mig -cgi LIST [-C]``, ``mig -cci [LIST] -gi ID``,
 ``mig -dci [-gi ID] [-ci ID]``, ``mig -dgi [-gi ID]``.
