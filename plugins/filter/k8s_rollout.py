@@ -14,15 +14,15 @@ from ansible.errors import AnsibleFilterError
 from ansible_collections.gpuops.sharing.plugins.module_utils import _k8s_rollout as rollout
 
 
-def _refusing(func):
+def _refusing(name, func):
     def wrapper(*args, **kwargs):
         try:
             return func(*args, **kwargs)
         except rollout.RolloutError as exc:
             raise AnsibleFilterError(str(exc)) from exc
         except (KeyError, TypeError, AttributeError) as exc:
-            raise AnsibleFilterError(f"{func.__name__}: unexpected input: {exc!r}") from exc
-    wrapper.__name__ = func.__name__
+            raise AnsibleFilterError(f"{name}: unexpected input: {exc!r}") from exc
+    wrapper.__name__ = name
     wrapper.__doc__ = func.__doc__
     return wrapper
 
@@ -32,10 +32,11 @@ class FilterModule:
 
     def filters(self):
         return {
-            "k8s_device_plugin_specs": _refusing(rollout.device_plugin_specs),
-            "k8s_device_plugin_configmap": _refusing(rollout.device_plugin_configmap),
-            "k8s_node_labels": _refusing(rollout.node_labels),
-            "k8s_mig_disruption": _refusing(rollout.mig_disruption),
-            "k8s_drain_decision": _refusing(rollout.drain_decision),
-            "k8s_missing_allocatable": _refusing(rollout.missing_allocatable),
+            "k8s_device_plugin_specs": _refusing("k8s_device_plugin_specs", rollout.device_plugin_specs),
+            "k8s_device_plugin_configmap": _refusing("k8s_device_plugin_configmap", rollout.device_plugin_configmap),
+            "k8s_node_labels": _refusing("k8s_node_labels", rollout.node_labels),
+            "k8s_mig_disruption": _refusing("k8s_mig_disruption", rollout.mig_disruption),
+            "k8s_drain_decision": _refusing("k8s_drain_decision", rollout.drain_decision),
+            "k8s_gpu_pods": _refusing("k8s_gpu_pods", rollout.gpu_pods),
+            "k8s_missing_allocatable": _refusing("k8s_missing_allocatable", rollout.missing_allocatable),
         }

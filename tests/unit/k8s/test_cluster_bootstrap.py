@@ -74,7 +74,7 @@ def fleet(tmp_path, stub: ApiStub, **extra) -> str:
 
 def play(tmp_path, inventory: str, *args) -> tuple:
     env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": os.pathsep.join([COLLECTIONS, K8S_COLLECTIONS]),
-           "ANSIBLE_HOME": str(tmp_path / "home"), "ANSIBLE_LOCALHOST_WARNING": "false", "ANSIBLE_NOCOLOR": "1",
+           "ANSIBLE_HOME": str(tmp_path / "home"), "ANSIBLE_PIPELINING": "1", "ANSIBLE_LOCALHOST_WARNING": "false", "ANSIBLE_NOCOLOR": "1",
            "ANSIBLE_INVENTORY_UNPARSED_WARNING": "false", "ANSIBLE_PYTHON_INTERPRETER": sys.executable,
            # kubernetes.core's discovery cache, kept per test
            "TMPDIR": str(tmp_path), "K8S_AUTH_KUBECONFIG": "/nonexistent",
@@ -124,7 +124,7 @@ def test_rollout_batches_drains_only_when_needed_and_waits_for_allocatable(tmp_p
              make_node("node-mig-b", {"nvidia.com/gpu": "1"})]
     pods = [make_pod("notebook", "node-ts", GPU),                         # GPU pod, no MIG change: stays
             make_pod("trainer", "node-mig-a", GPU, namespace="ml"),       # GPU pod, MIG enabled: drained
-            make_pod("web", "node-mig-b", {"cpu": "1"})]             # no GPU pod: no drain despite MIG
+            make_pod("web", "node-mig-b", {"cpu": "1"})]                  # no GPU pod: no drain despite MIG
     plugin = {"node-ts": {"after_reads": 2, "allocatable": {"nvidia.com/gpu.shared": "4", "nvidia.com/gpu": "0"}},
               "node-mig-a": {"after_reads": 1, "allocatable": {"nvidia.com/mig-1g.10gb": "7", "nvidia.com/gpu": "0"}},
               "node-mig-b": {"allocatable": {"nvidia.com/mig-1g.10gb": "7", "nvidia.com/gpu": "0"}}}
