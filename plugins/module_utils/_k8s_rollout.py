@@ -97,14 +97,19 @@ def device_plugin_configmap(contents: dict, name: str, namespace: str, labels: d
             "data": {key: contents[key] for key in sorted(contents)}}
 
 
-def node_labels(node: str, config_name: str, mig_config_name: str | None = None) -> dict:
-    """The patch that labels a node: ``nvidia.com/device-plugin.config``, and ``nvidia.com/mig.config``
-    for the GPU Operator's MIG manager when ``mig_config_name`` is given."""
-    labels = {"nvidia.com/device-plugin.config": config_name}
-    if mig_config_name:
-        if not _LABEL_VALUE.match(str(mig_config_name)):
-            raise RolloutError(f"{node}: the MIG config name {mig_config_name!r} is not a Kubernetes label value")
-        labels["nvidia.com/mig.config"] = str(mig_config_name)
+def node_labels(node: str, config_name: str | None = None, mig_config_name: str | None = None) -> dict:
+    """The patch that labels a node: ``nvidia.com/device-plugin.config`` (the device plugin's config) and/or
+    ``nvidia.com/mig.config`` (the mig-parted config the GPU Operator's MIG manager applies)."""
+    labels = {}
+    for label, value in (("nvidia.com/device-plugin.config", config_name), ("nvidia.com/mig.config", mig_config_name)):
+        if value is None or value == "":
+            continue
+        if not _LABEL_VALUE.match(str(value)):
+            raise RolloutError(f"{node}: {label}={value!r} is not a Kubernetes label value (up to 63 letters, digits, "
+                               "'-', '_' or '.', beginning and ending with a letter or digit)")
+        labels[label] = str(value)
+    if not labels:
+        raise RolloutError(f"{node}: no label to set: give a device plugin config name or a MIG config name")
     return {"apiVersion": "v1", "kind": "Node", "metadata": {"name": node, "labels": labels}}
 
 
@@ -138,7 +143,7 @@ def mig_disruption(preview: dict | None) -> dict:
 
 def _requests_gpu(container: dict, prefix: str) -> bool:
     resources = container.get("resources") or {}
-    names = set((resources.get("limits") or {})) | set((resources.get("requests") or {}))
+    names = set(resources.get("limits") or {}) | set(resources.get("requests") or {})
     return any(str(n).startswith(prefix) for n in names)
 
 

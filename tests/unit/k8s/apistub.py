@@ -167,7 +167,7 @@ class ApiStub:
             for key in ("allocatable", "capacity"):
                 node["status"][key].update(script["allocatable"])
 
-    def handle(self, method: str, path: str, query: dict, body):  # noqa: C901  one dispatcher, read top to bottom
+    def handle(self, method: str, path: str, query: dict, body):
         parts = [p for p in path.split("/") if p]
         if path == "/version":
             return 200, {"major": "1", "minor": "37", "gitVersion": "v1.37.0", "platform": "linux/amd64"}

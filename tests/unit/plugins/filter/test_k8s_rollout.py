@@ -23,7 +23,7 @@ def test_every_filter_has_its_documentation_file(name):
 
 
 def test_refusals_become_filter_errors_with_the_message():
-    with pytest.raises(AnsibleFilterError, match="n1: the MIG config name 'a b' is not a Kubernetes label value"):
+    with pytest.raises(AnsibleFilterError, match="n1: nvidia.com/mig.config='a b' is not a Kubernetes label value"):
         FILTERS["k8s_node_labels"]("n1", "ts", "a b")
     with pytest.raises(AnsibleFilterError, match=r"^k8s_missing_allocatable: unexpected input: KeyError\('name'\)"):
         FILTERS["k8s_missing_allocatable"]({"status": {}}, [{"count": 1}])

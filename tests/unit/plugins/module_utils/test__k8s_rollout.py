@@ -71,10 +71,14 @@ def test_node_labels():
     assert rollout.node_labels("n1", "ts") == {
         "apiVersion": "v1", "kind": "Node",
         "metadata": {"name": "n1", "labels": {"nvidia.com/device-plugin.config": "ts"}}}
-    labels = rollout.node_labels("n1", "ts", "all-1g.10gb")["metadata"]["labels"]
-    assert labels["nvidia.com/mig.config"] == "all-1g.10gb"
-    with pytest.raises(rollout.RolloutError, match="n1: the MIG config name 'a b' is not a Kubernetes label value"):
+    assert rollout.node_labels("n1", None, "all-1g.10gb")["metadata"]["labels"] == {
+        "nvidia.com/mig.config": "all-1g.10gb"}
+    assert rollout.node_labels("n1", "ts", "all-1g.10gb")["metadata"]["labels"] == {
+        "nvidia.com/device-plugin.config": "ts", "nvidia.com/mig.config": "all-1g.10gb"}
+    with pytest.raises(rollout.RolloutError, match="n1: nvidia.com/mig.config='a b' is not a Kubernetes label value"):
         rollout.node_labels("n1", "ts", "a b")
+    with pytest.raises(rollout.RolloutError, match="n1: no label to set"):
+        rollout.node_labels("n1", None, "")
 
 
 # ------------------------------------------------------------------ disruption and drain
