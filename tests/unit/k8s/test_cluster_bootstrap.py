@@ -42,12 +42,11 @@ HOSTS = {"node-ts": ("L40S", "k8s_timesliced"), "node-mig-a": ("A100-SXM4-80GB",
 
 def fleet(tmp_path, stub: ApiStub, **extra) -> str:
     """gpusim hosts (each a local connection with its own state) in an inventory that points at the stub."""
-    groups: dict = {"k8s_timesliced": {"hosts": {}, "vars": {
-                        "k8s_gpu_node_config_name": "timesliced",
-                        "k8s_gpu_node_time_slicing": {"replicas": 4, "rename_by_default": True}}},
-                    "k8s_mig": {"hosts": {}, "vars": {
-                        "k8s_gpu_node_config_name": "mig-mixed", "k8s_gpu_node_mig_strategy": "mixed",
-                        "mig_config": LAYOUT, "mig_boot_service_enabled": False}}}
+    timesliced = {"k8s_gpu_node_config_name": "timesliced",
+                  "k8s_gpu_node_time_slicing": {"replicas": 4, "rename_by_default": True}}
+    mig = {"k8s_gpu_node_config_name": "mig-mixed", "k8s_gpu_node_mig_strategy": "mixed", "mig_config": LAYOUT,
+           "mig_boot_service_enabled": False}
+    groups: dict = {"k8s_timesliced": {"hosts": {}, "vars": timesliced}, "k8s_mig": {"hosts": {}, "vars": mig}}
     for name, (model, group) in HOSTS.items():
         hostdir = tmp_path / name
         hostdir.mkdir()
@@ -144,7 +143,7 @@ def test_rollout_batches_drains_only_when_needed_and_waits_for_allocatable(tmp_p
         order = ["node-ts", "node-mig-a", "node-mig-b"]
         for before, after in zip(order, order[1:]):
             assert last(stub, touches(before)) < first(stub, touches(after)), (before, after)
-        assert len([c for c in stub.calls("GET", "/api/v1/nodes/node-ts")]) >= 4  # the gate waited: 2 reads + pass
+        assert len(stub.calls("GET", "/api/v1/nodes/node-ts")) >= 4  # the gate waited: 2 reads + pass
 
         # drained only node-mig-a, and uncordoned it at the end
         evictions = stub.calls("POST", "/api/v1/namespaces/")
