@@ -99,9 +99,14 @@ system-deps:
 	  else echo "missing Debian packages: $$missing (install them, or run make as root)" >&2; exit 1; fi; \
 	fi
 
+# kubernetes.core (galaxy.yml's dependency, for playbooks/cluster_bootstrap.yml) comes from the ansible package
+# that requirements/main.txt installs in .venv (Galaxy cannot be reached); linked next to the collection so that
+# ansible-lint, antsibull-docs and the playbook tests find it on ANSIBLE_COLLECTIONS_PATH
 collection-link:
 	@mkdir -p $(COLLECTIONS)/ansible_collections/gpuops
 	@ln -sfn $(ROOT) $(COLLECTIONS)/ansible_collections/gpuops/sharing
+	@k8s=$$(ls -d $(VENV)/lib/python3*/site-packages/ansible_collections/kubernetes 2>/dev/null | head -n 1); \
+	  if [ -n "$$k8s" ]; then ln -sfn "$$k8s" $(COLLECTIONS)/ansible_collections/kubernetes; fi
 
 # ansible-test needs the collection at .../ansible_collections/gpuops/sharing for real
 # (it resolves symlinks), so sanity/integration run on a fresh copy of the working tree.
@@ -218,9 +223,15 @@ artifact-check: build $(VENV_IMPORTER)/.installed system-deps
 	@echo "== the built artifact: galaxy-importer, ansible-test sanity on the extracted tarball"
 	@rm -rf $(ARTIFACT_ROOT) && mkdir -p $(ARTIFACT_ROOT)
 	@$(ROOT)/hacking/install_get_pip.sh $(VENV)
-	cd $(ARTIFACT_ROOT) && PATH=$(VENV_IMPORTER)/bin:$$PATH $(VENV_IMPORTER)/bin/python \
-	  $(ROOT)/hacking/check_artifact.py --importer $(BUILD)/dist/gpuops-sharing-*.tar.gz
-	ANSIBLE_COLLECTIONS_PATH=$(ARTIFACT_ROOT) $(VENV)/bin/ansible-galaxy collection install --offline -p $(ARTIFACT_ROOT) $(BUILD)/dist/gpuops-sharing-*.tar.gz
+	@# Galaxy installs galaxy.yml's dependencies (kubernetes.core) before its ansible-lint; here Galaxy cannot be
+	@# reached, so the importer's Python finds the one from .venv's ansible package on its path, and nothing else
+	@rm -rf $(BUILD)/importer-deps && mkdir -p $(BUILD)/importer-deps/ansible_collections
+	@k8s=$$(ls -d $(VENV)/lib/python3*/site-packages/ansible_collections/kubernetes | head -n 1); \
+	  ln -sfn "$$k8s" $(BUILD)/importer-deps/ansible_collections/kubernetes
+	cd $(ARTIFACT_ROOT) && PATH=$(VENV_IMPORTER)/bin:$$PATH PYTHONPATH=$(BUILD)/importer-deps ANSIBLE_COLLECTIONS_SCAN_SYS_PATH=true \
+	  $(VENV_IMPORTER)/bin/python $(ROOT)/hacking/check_artifact.py --importer $(BUILD)/dist/gpuops-sharing-*.tar.gz
+	@# --no-deps: Galaxy (kubernetes.core, galaxy.yml's dependency) cannot be reached from here; sanity does not need it
+	ANSIBLE_COLLECTIONS_PATH=$(ARTIFACT_ROOT) $(VENV)/bin/ansible-galaxy collection install --offline --no-deps -p $(ARTIFACT_ROOT) $(BUILD)/dist/gpuops-sharing-*.tar.gz
 	$(VENV_IMPORTER)/bin/python $(ROOT)/hacking/check_ee.py $(VENV_IMPORTER)/bin/ansible-builder $(ARTIFACT_ROOT)
 	cd $(ARTIFACT_ROOT)/ansible_collections/gpuops/sharing && PATH=$(VENV)/bin:$$PATH \
 	  ansible-test sanity --local --python $$($(VENV)/bin/python -c 'import sys; print("%d.%d" % sys.version_info[:2])') --color no
