@@ -4,9 +4,8 @@
 
 """The vGPU boot unit and the device file it applies. Private to this collection: not a public API.
 
-Virtual functions that ``sriov-manage`` enables do not survive a reboot (NVIDIA Virtual GPU Software User
-Guide, https://docs.nvidia.com/vgpu/latest/grid-vgpu-user-guide/, "Preparing the Virtual Function for an
-NVIDIA vGPU that Supports SR-IOV on a Linux with KVM Hypervisor": the setting is not persistent), and vendor-VFIO
+Virtual functions that ``sriov-manage`` enables do not survive a reboot (the VFs are the driver's runtime
+state, ``sriov_numvfs``; see simulator/gpusim/vgpu.py for what survives and its sources), and vendor-VFIO
 vGPUs (``nvidia/current_vgpu_type``) have no mdevctl to bring them back.  With ``boot_unit`` the
 ``vgpu_devices`` module writes, besides the boot code (``_boot``), the devices it left as a JSON file, and
 a systemd oneshot unit that applies that file at boot with the installed ``gpuops-vgpu-apply``: it enables
