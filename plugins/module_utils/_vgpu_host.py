@@ -47,7 +47,7 @@ try:
 except ImportError:  # pragma: no cover - the module reports it
     yaml = None
 
-from ansible_collections.gpuops.sharing.plugins.module_utils import _boot, _host, _vgpu, _vgpu_boot, _vgpu_types
+from ansible_collections.gpuops.sharing.plugins.module_utils import _boot, _host, _vgpu, _vgpu_boot, _vgpu_sched, _vgpu_types
 from ansible_collections.gpuops.sharing.plugins.module_utils._catalogue import find_device
 from ansible_collections.gpuops.sharing.plugins.module_utils._nvml_base import NvmlError
 from ansible_collections.gpuops.sharing.plugins.module_utils._runner import Op, RunError, run
@@ -55,6 +55,7 @@ from ansible_collections.gpuops.sharing.plugins.module_utils._runner import Op, 
 BOOT_ENTRY = "gpuops-vgpu-apply"
 
 SYS = "/sys"
+MODPROBE_DIRS = ("/etc/modprobe.d",)   # searched for other files setting the nvidia registry parameters
 MAX_READ = 65536
 _MAX_INSTANCE = re.compile(r"max_instance=(\d+)")
 _CREATABLE = re.compile(r"^\s*(\d+)\s*:\s*(.+?)\s*$")
@@ -239,9 +240,13 @@ class HostVgpu:
     def __init__(self, run_command, entries: list[dict], uuids: dict | None = None, force: bool = False,
                  sriov_manage: str | None = None, mdevctl: str | None = None, virsh: str | None = None, nv=None,
                  boot_dir: str | None = None, boot_sources: dict | None = None, boot_unit: dict | None = None,
-                 systemctl: str | None = None, atomic_move=None, saved: list[dict] | None = None):
+                 systemctl: str | None = None, atomic_move=None, saved: list[dict] | None = None,
+                 scheduler: dict | None = None):
         """``boot_unit``: the validated option (``_vgpu_boot.validate``); ``saved``: the boot state file's GPUs
-        (``_vgpu_boot.parse_state``), which the boot-time run applies instead of ``entries`` and ``uuids``."""
+        (``_vgpu_boot.parse_state``), which the boot-time run applies instead of ``entries`` and ``uuids``;
+        ``scheduler``: the validated scheduler option (``_vgpu_sched.validate``), written as a modprobe file."""
+        self.scheduler = scheduler
+        self.sched_current: str | None = None
         self.boot_dir = boot_dir
         self.boot_sources = boot_sources or {}
         self.boot_unit = boot_unit
@@ -265,7 +270,30 @@ class HostVgpu:
     def observe(self) -> dict:
         state = self._devices()
         self._observe_boot()
+        self._observe_scheduler()
         return state
+
+    def _observe_scheduler(self) -> None:
+        """The scheduler file as it is, and a warning for each other modprobe file that sets the nvidia module's
+        registry parameters too (one NVreg_RegistryDwords wins over the other, so one of the settings is lost)."""
+        if not self.scheduler:
+            return
+        path = self.scheduler["file"]
+        self.sched_current = _host.read_managed(path)
+        for directory in sorted({os.path.dirname(path), *MODPROBE_DIRS}):
+            for other in _host.list_files(directory):
+                if other == path or not other.endswith(".conf"):
+                    continue
+                try:
+                    text = _host.read_bounded(other, MAX_READ).decode("utf-8", "replace")
+                except OSError:
+                    continue
+                params = _vgpu_sched.sets_registry(text)
+                if params:
+                    self.warnings.append(
+                        f"{other} also sets {' and '.join(params)} for the nvidia module: modprobe passes both, the "
+                        f"last one wins and the other's registry keys are lost; move its keys (the driver takes "
+                        f"several, separated by ';') or RmPVMRL into one file")
 
     def _devices(self) -> dict:
         bdfs = nvidia_gpus()
@@ -465,7 +493,17 @@ class HostVgpu:
                 ops.append(Op(op["kind"], op["target"], op["text"], data))
             if gpu["layout"] in ("mdev", "sriov-mdev") and self.mdevctl:
                 ops += self._persistence(state, gpu, p)
-        return self._boot_ops(gpus) + ops
+        return self._scheduler_ops() + self._boot_ops(gpus) + ops
+
+    def _scheduler_ops(self) -> list[Op]:
+        if not self.scheduler:
+            return []
+        s = self.scheduler
+        self.sched_text = _vgpu_sched.file_text(s)
+        if self.sched_current == self.sched_text:
+            return []
+        return [Op("write_file", s["file"], f"write {s['file']}: vGPU scheduler {s['policy']} (RmPVMRL={s['value']}), "
+                   f"applied at the next reboot", {"path": s["file"], "text": self.sched_text, "mode": 0o644})]
 
     def _boot_ops(self, gpus: list[dict]) -> list[Op]:
         """The boot code, the unit and the state file of the vGPUs the plan leaves (its UUIDs are drawn)."""
@@ -601,7 +639,10 @@ class HostVgpu:
         after = self._devices()
         self.after = after
         problems = []
-        for path, text in self.boot_files.items():
+        wanted = dict(self.boot_files)
+        if self.scheduler:
+            wanted[self.scheduler["file"]] = self.sched_text
+        for path, text in wanted.items():
             if _host.read_managed(path) != text:
                 problems.append(f"{path} does not hold what was written to it")
         if any(op.kind == "enable_unit" for op in ops) and not self._is_enabled(_vgpu_boot.unit_name(self.boot_unit)):
@@ -647,8 +688,13 @@ class HostVgpu:
                     "files": sorted(p for p in self.boot_files if p.startswith(prefix)),
                     "unit": _vgpu_boot.unit_path(self.boot_unit) if self.boot_unit else None,
                     "state_file": _vgpu_boot.state_path(self.boot_unit) if self.boot_unit else None}
+        sched = None
+        if self.scheduler:
+            sched = {k: self.scheduler[k] for k in ("policy", "time_slice_ms", "value", "file")}
+        reboot = any(op.kind == "write_file" and self.scheduler and op.target == self.scheduler["file"] for op in ops)
         return {"gpus": gpus, "kept": sum(g["kept"] for g in gpus), "destroyed": sum(g["removed"] for g in gpus),
-                "created": sum(g["created"] for g in gpus), "boot": boot}
+                "created": sum(g["created"] for g in gpus), "boot": boot, "scheduler": sched,
+                "reboot_required": bool(reboot)}
 
     def diff(self, result: dict) -> dict:
         before, after = [], []
@@ -658,6 +704,11 @@ class HostVgpu:
             new = sorted(f"{o['type_name']} {o['target']} on {o['parent']}" for o in p["ops"] if o["kind"] == "create")
             before += [f"GPU {p['index']}: {x}" for x in sorted(kept + gone)]
             after += [f"GPU {p['index']}: {x}" for x in sorted(kept + new)]
+        if self.scheduler and self.sched_current != self.sched_text:
+            before += [f"{self.scheduler['file']}: {line}" for line in (self.sched_current or "").splitlines()
+                       if line.startswith("options ")] or [f"{self.scheduler['file']}: absent"]
+            after += [f"{self.scheduler['file']}: {line}" for line in self.sched_text.splitlines()
+                      if line.startswith("options ")]
         return {"before": "\n".join(before) + "\n" if before else "", "after": "\n".join(after) + "\n" if after else ""}
 
 

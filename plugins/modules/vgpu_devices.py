@@ -27,6 +27,9 @@ description:
     would fit on that GPU. A failure after a write reports RV(done) and C(changed=true).
   - On mdev hosts every vGPU is defined with C(mdevctl define --auto) so that it comes back after a reboot, and
     definitions on the selected GPUs that the configuration does not hold are removed.
+  - With O(scheduler), also sets the host's vGPU scheduler policy for time-sliced vGPUs, as the driver's
+    C(RmPVMRL) registry key in a modprobe options file (NVIDIA's vGPU user guide, "Changing Scheduling Behavior
+    for Time-Sliced vGPUs"); it applies at the next reboot, and RV(reboot_required) says when the file changed.
 extends_documentation_fragment:
   - gpuops.sharing._attributes
 attributes:
@@ -38,7 +41,7 @@ attributes:
   diff_mode:
     support: full
     details:
-      - The vGPUs of every selected GPU before and after, one line each.
+      - The vGPUs of every selected GPU before and after, one line each, and the scheduler file's C(options) line.
   idempotent:
     support: full
 options:
@@ -114,6 +117,39 @@ options:
         description: Where the saved devices, C(devices.json), are written.
         type: str
         default: /etc/gpuops/vgpu
+  scheduler:
+    description:
+      - The vGPU scheduler of the host's time-sliced vGPUs, written as C(options nvidia
+        NVreg_RegistryDwords="RmPVMRL=<value>") in O(scheduler.file), the form NVIDIA's vGPU user guide gives for
+        Linux KVM hypervisors. The values are the guide's table of the C(RmPVMRL) registry key, see
+        RV(scheduler.value).
+      - It applies to all GPUs of the host, when the C(nvidia) module loads again (a reboot of the host); the module
+        returns RV(reboot_required) when it changed the file. MIG-backed vGPUs are not time-sliced and do not use
+        it; the guide lists the GPU architectures on which the policy can be changed.
+      - The per-GPU form (C(NVreg_RegistryDwordsPerDevice)) is not written. Another file of C(/etc/modprobe.d) (or of
+        the file's own directory) that also sets C(NVreg_RegistryDwords) for C(nvidia) gets a warning, since only
+        one of the two settings takes effect.
+      - Leaving the option out leaves the file alone; the P(gpuops.sharing.vgpu_host#role) role removes it with
+        C(vgpu_host_state=absent).
+    type: dict
+    suboptions:
+      policy:
+        description:
+          - V(best_effort) (the driver's default, C(0x00)), V(equal_share) (C(0x01)) or V(fixed_share) (C(0x11)).
+        type: str
+        required: true
+        choices: [best_effort, equal_share, fixed_share]
+      time_slice_ms:
+        description:
+          - The time slice length in milliseconds, 1 to 30 (the key's C(TT), C(0x01) to C(0x1E)), for
+            V(equal_share) and V(fixed_share) only; left out, the scheduler's default length.
+        type: int
+      file:
+        description:
+          - The modprobe options file the module owns whole (an absolute path ending in C(.conf)); written through a
+            temporary file and an atomic rename, never through a symbolic link.
+        type: path
+        default: /etc/modprobe.d/gpuops-vgpu-scheduler.conf
 requirements:
   - NVIDIA vGPU manager (C(nvidia-vgpu-mgr)) on the host, the IOMMU enabled.
   - mdevctl, for mdev layouts.
@@ -145,6 +181,26 @@ EXAMPLES = r"""
       "0":
         A100X-4C:
           - 4b20d080-1b54-4048-85b3-a6a62d165c01
+
+- name: The same vGPUs, with the equal share scheduler and a 3 ms time slice (applies after a reboot)
+  gpuops.sharing.vgpu_devices:
+    config:
+      - devices: all
+        vgpu-devices:
+          A100X-4C: 4
+    uuids:
+      "0":
+        A100X-4C:
+          - 4b20d080-1b54-4048-85b3-a6a62d165c01
+    scheduler:
+      policy: equal_share
+      time_slice_ms: 3
+  register: vgpu_scheduled
+
+- name: Tell when the host needs a reboot for the scheduler
+  ansible.builtin.debug:
+    msg: "{{ inventory_hostname }} applies RmPVMRL={{ vgpu_scheduled.scheduler.value }} at its next reboot"
+  when: vgpu_scheduled.reboot_required
 
 - name: A configuration of NVIDIA's own example file
   gpuops.sharing.vgpu_devices:
@@ -237,6 +293,32 @@ boot:
     state_file:
       description: The saved devices the unit applies (V(null) without O(boot_unit)).
       type: str
+scheduler:
+  description: The scheduler written with O(scheduler) (V(null) without it).
+  returned: always
+  type: dict
+  contains:
+    policy:
+      description: O(scheduler.policy).
+      type: str
+    time_slice_ms:
+      description: O(scheduler.time_slice_ms) (V(null) for the default length).
+      type: int
+    value:
+      description:
+        - The C(RmPVMRL) value, from NVIDIA's table. C(0x00) best effort; C(0x01) equal share and C(0x11) fixed
+          share with the default time slice; C(0x00TT0001) equal share and C(0x00TT0011) fixed share with a time
+          slice of C(TT) milliseconds (hex).
+      type: str
+    file:
+      description: O(scheduler.file).
+      type: str
+  sample: {policy: equal_share, time_slice_ms: 3, value: "0x00030001",
+           file: /etc/modprobe.d/gpuops-vgpu-scheduler.conf}
+reboot_required:
+  description: The scheduler file changed (or would, in check mode); the policy applies after a reboot of the host.
+  returned: always
+  type: bool
 operations:
   description: The planned operations, one sentence each.
   returned: always
@@ -251,12 +333,12 @@ done:
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.gpuops.sharing.plugins.module_utils import _boot, _host, _vgpu, _vgpu_boot, _vgpu_host
+from ansible_collections.gpuops.sharing.plugins.module_utils import _boot, _host, _vgpu, _vgpu_boot, _vgpu_host, _vgpu_sched
 from ansible_collections.gpuops.sharing.plugins.module_utils._nvml import HAS_PYNVML, PYNVML_IMPORT_ERROR, Nvml, NvmlError
 from ansible_collections.gpuops.sharing.plugins.module_utils._runner import run_module
 
 EMPTY = {"changed": False, "gpus": [], "kept": 0, "created": 0, "destroyed": 0, "operations": [], "done": [],
-         "boot": None}
+         "boot": None, "scheduler": None, "reboot_required": False}
 
 
 def main() -> None:
@@ -274,6 +356,11 @@ def main() -> None:
                 "python": {"type": "str", "default": "/usr/bin/python3"},
                 "config_dir": {"type": "str", "default": "/etc/gpuops/vgpu"},
             }},
+            "scheduler": {"type": "dict", "options": {
+                "policy": {"type": "str", "required": True, "choices": list(_vgpu_sched.POLICIES)},
+                "time_slice_ms": {"type": "int"},
+                "file": {"type": "path", "default": _vgpu_sched.DEFAULT_FILE},
+            }},
         },
         mutually_exclusive=[("config", "config_file")],
         required_one_of=[("config", "config_file")],
@@ -288,11 +375,13 @@ def main() -> None:
             entries = _vgpu_host.load_config_file(p["config_file"], p["config_name"])
         if p["boot_unit"] is not None:
             _vgpu_boot.validate(p["boot_unit"], p["boot_dir"])
+        scheduler = _vgpu_sched.validate(p["scheduler"]) if p["scheduler"] is not None else None
         mig_backed = any(_vgpu.parse_type(t)["g"] for e in entries for t in e["vgpu_devices"])
         tools = {"run_command": _host.module_runner(module), "entries": entries, "uuids": p["uuids"],
                  "force": p["force"], "sriov_manage": module.get_bin_path("sriov-manage", opt_dirs=["/usr/lib/nvidia"]),
                  "mdevctl": module.get_bin_path("mdevctl"), "virsh": module.get_bin_path("virsh"),
                  "boot_dir": p["boot_dir"], "boot_unit": p["boot_unit"], "atomic_move": module.atomic_move,
+                 "scheduler": scheduler,
                  "boot_sources": _boot.closure(["_host", "_vgpu_host"], _boot.payload_source) if p["boot_dir"] else None,
                  "systemctl": module.get_bin_path("systemctl") if p["boot_unit"] is not None else None}
         if mig_backed and not HAS_PYNVML:
