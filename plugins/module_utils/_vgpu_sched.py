@@ -75,6 +75,16 @@ def validate(cfg: dict) -> dict:
     return {"policy": policy, "time_slice_ms": ms, "file": path, "value": rmpvmrl(policy, ms)}
 
 
+def mig_backed_only(sched: dict, type_names: list[str]) -> str | None:
+    """A warning when the configuration holds only MIG-backed vGPU types, which the scheduler does not touch."""
+    if sched["policy"] == "best_effort" or not type_names:
+        return None
+    if all(_vgpu.parse_type(name)["g"] for name in type_names):
+        return (f"scheduler.policy={sched['policy']} applies to time-sliced vGPUs only; the configuration holds only "
+                f"MIG-backed types ({', '.join(sorted(set(type_names)))}), which have their own GPU instances")
+    return None
+
+
 def file_text(sched: dict) -> str:
     slice_text = f"{sched['time_slice_ms']} ms time slice" if sched["time_slice_ms"] else "default time slice"
     what = "best effort" if sched["policy"] == "best_effort" else f"{sched['policy'].replace('_', ' ')}, {slice_text}"

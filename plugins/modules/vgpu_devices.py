@@ -125,7 +125,8 @@ options:
         RV(scheduler.value).
       - It applies to all GPUs of the host, when the C(nvidia) module loads again (a reboot of the host); the module
         returns RV(reboot_required) when it changed the file. MIG-backed vGPUs are not time-sliced and do not use
-        it; the guide lists the GPU architectures on which the policy can be changed.
+        it (a configuration of only MIG-backed types gets a warning); the guide lists the GPU architectures on which
+        the policy can be changed.
       - The per-GPU form (C(NVreg_RegistryDwordsPerDevice)) is not written. Another file of C(/etc/modprobe.d) (or of
         the file's own directory) that also sets C(NVreg_RegistryDwords) for C(nvidia) gets a warning, since only
         one of the two settings takes effect.
@@ -377,6 +378,10 @@ def main() -> None:
             _vgpu_boot.validate(p["boot_unit"], p["boot_dir"])
         scheduler = _vgpu_sched.validate(p["scheduler"]) if p["scheduler"] is not None else None
         mig_backed = any(_vgpu.parse_type(t)["g"] for e in entries for t in e["vgpu_devices"])
+        if scheduler is not None:
+            warning = _vgpu_sched.mig_backed_only(scheduler, [t for e in entries for t in e["vgpu_devices"]])
+            if warning:
+                module.warn(warning)
         tools = {"run_command": _host.module_runner(module), "entries": entries, "uuids": p["uuids"],
                  "force": p["force"], "sriov_manage": module.get_bin_path("sriov-manage", opt_dirs=["/usr/lib/nvidia"]),
                  "mdevctl": module.get_bin_path("mdevctl"), "virsh": module.get_bin_path("virsh"),

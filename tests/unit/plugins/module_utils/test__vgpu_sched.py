@@ -107,3 +107,18 @@ def test_host_refuses_a_symlink_and_warns_of_a_conflicting_file(host_env):
     with pytest.raises(Refused, match="is a symbolic link"):
         run(sched_host(host_env), check_mode=False)
     assert (d / "target").read_text() == ""
+
+
+@pytest.mark.parametrize("policy, types, warned", [
+    ("equal_share", ["A100X-1-5C", "A100X-3-20C"], True),
+    ("equal_share", ["A100X-1-5C", "A100X-4C"], False),
+    ("fixed_share", ["A100X-4C"], False),
+    ("best_effort", ["A100X-1-5C"], False),
+    ("equal_share", [], False),
+])
+def test_warns_when_only_mig_backed_types_are_configured(policy, types, warned):
+    got = _vgpu_sched.mig_backed_only(_vgpu_sched.validate({"policy": policy}), types)
+    assert (got is not None) == warned
+    if warned:
+        assert got == ("scheduler.policy=equal_share applies to time-sliced vGPUs only; the configuration holds only "
+                       "MIG-backed types (A100X-1-5C, A100X-3-20C), which have their own GPU instances")
