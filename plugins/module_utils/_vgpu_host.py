@@ -741,8 +741,8 @@ def boot_main(argv: list[str], run_command, out) -> int:
     parser.add_argument("--sriov-manage", help="default: /usr/lib/nvidia/sriov-manage")
     parser.add_argument("--mdevctl", help="default: mdevctl in /usr/sbin or /usr/bin")
     args = parser.parse_args(argv)
-    sriov = _tool(args.sriov_manage, "/usr/lib/nvidia/sriov-manage", *(os.path.join(d, "sriov-manage")
-                                                                        for d in os.environ.get("PATH", "").split(":")))
+    on_path = [os.path.join(d, "sriov-manage") for d in os.environ.get("PATH", "").split(":")]
+    sriov = _tool(args.sriov_manage, "/usr/lib/nvidia/sriov-manage", *on_path)
     mdevctl = _tool(args.mdevctl, "/usr/sbin/mdevctl", "/usr/bin/mdevctl")
     try:
         result = apply_state_file(args.state_file, run_command, sriov, mdevctl, log=out)

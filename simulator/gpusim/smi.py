@@ -336,6 +336,7 @@ def summary(state: dict, gpus: list[dict]) -> str:
     out += _summary_process_rows(gpus, lay)
     return "\n".join(out) + "\n"
 
+
 # ---------------------------------------------------------------------- -L and -q
 
 def list_gpus(state: dict) -> str:
@@ -387,9 +388,9 @@ def _query_ecc(tel: dict) -> list[str]:
     count = "0" if tel["ecc"] else "N/A"
     return (["    ECC Mode", _kv("Current", mode, 8), _kv("Pending", mode, 8), "    ECC Errors", "        Volatile"]
             + [_kv(k, count, 12) for k in ECC_ERROR_KEYS] + ["        Aggregate"]
-            + [_kv(k, count, 12) for k in ECC_ERROR_KEYS] + [_kv("SRAM Threshold Exceeded", "No" if tel["ecc"]
-                                                                    else "N/A", 12),
-                                                                "        Aggregate Uncorrectable SRAM Sources"]
+            + [_kv(k, count, 12) for k in ECC_ERROR_KEYS]
+            + [_kv("SRAM Threshold Exceeded", "No" if tel["ecc"] else "N/A", 12),
+               "        Aggregate Uncorrectable SRAM Sources"]
             + [_kv(k, count, 12) for k in ECC_SRAM_SOURCES])
 
 

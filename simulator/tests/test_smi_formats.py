@@ -236,7 +236,7 @@ def test_r580_session_a100_40gb(host):
                            "MIG 4g.20gb (ID  3)\n")
     check("lcip_a100-40gb_580_ssup2_gi2_used.txt", "-gi", "2", "-lcip")
     check("lcip_a100-40gb_580_ssup2_gi3.txt", "-gi", "3", "-lcip")
-    for _ in range(2):
+    for _attempt in range(2):
         assert host.smi("mig", "-i", "0", "-gi", "3", "-cci", "1c.2g.10gb").returncode == 0
     check("lcip_a100-40gb_580_ssup2_gi9.txt", "-gi", "9", "-lcip")
     assert host.smi("mig", "-i", "0", "-gi", "9", "-cci", "1g.5gb").returncode == 0
@@ -293,7 +293,7 @@ def test_q_sections_as_a_real_h100_prints_them(host):
     fake = _sections(fake_gpu)
     # sections gpusim prints only in part, or with values it does not model
     partial = {"PCI", "FB Memory Usage"}
-    compared = [name for name, _ in fake if name not in partial]
+    compared = [name for name, _body in fake if name not in partial]
     assert {"Display Mode", "Display Active", "Utilization", "ECC Mode", "ECC Errors", "Clocks",
             "Applications Clocks", "Max Clocks", "Processes"} <= set(compared)
     for name, lines in fake:
@@ -305,7 +305,7 @@ def test_q_sections_as_a_real_h100_prints_them(host):
             real_keys = [line.split(":")[0].strip() for line in real[name]]
             assert keys == [k for k in real_keys if k in keys], name
     order = [name for name in real if name in dict(fake)]
-    assert [name for name, _ in fake] == order, "the sections stand in the real tool's order"
+    assert [name for name, _body in fake] == order, "the sections stand in the real tool's order"
     keyed = [line for line in (real_gpu + fake_gpu).splitlines() if ": " in line or line.endswith(" :")]
     assert {line.index(":") for line in keyed} == {42}
 

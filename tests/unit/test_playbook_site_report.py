@@ -1,5 +1,6 @@
 """playbooks/site.yml's fleet report: printed as before, and with gpuops_report_dir written as JSON
-and CSV on the controller (two gpusim hosts on a local connection, in no group site.yml configures)."""
+and CSV on the controller (two gpusim hosts on a local connection, in no group site.yml configures; the report
+is told to show gpu-a's group)."""
 
 from __future__ import annotations
 
@@ -25,12 +26,14 @@ def site(tmp_path, *args, playbook=None):
     inventory = tmp_path / "inventory.yml"
     inventory.write_text(yaml.safe_dump({"all": {
         "vars": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable},
-        "children": {"vgpu_hosts": {"hosts": {"gpu-a": None}}, "others": {"hosts": {"gpu-b": None}}}}}))
+        "children": {"batch_jobs": {"hosts": {"gpu-a": None}}, "others": {"hosts": {"gpu-b": None}}}}}))
     env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": COLLECTIONS, "ANSIBLE_HOME": str(tmp_path / "home"),
            "GPUSIM_STATE": str(state), "PYTHONPATH": SIMULATOR, "ANSIBLE_NOCOLOR": "1",
            "PATH": BIN + os.pathsep + os.environ.get("PATH", "")}
     done = subprocess.run([os.path.join(BIN, "ansible-playbook"), "-i", str(inventory),
-                           playbook or os.path.join(ROOT, "playbooks", "site.yml"), *args],
+                           playbook or os.path.join(ROOT, "playbooks", "site.yml"),
+                           # gpu-a's group is one site.yml configures nothing in, shown as if it were one of its own
+                           "-e", '{"gpuops_report_groups": ["batch_jobs"]}', *args],
                           capture_output=True, text=True, env=env, cwd=tmp_path, check=False)
     return done.returncode, done.stdout + done.stderr
 
@@ -41,18 +44,18 @@ def test_report_written_as_json_and_csv_and_still_printed(tmp_path):
     assert rc == 0, out
     # the printed table as before: header, one line per GPU, the problem count
     assert "HOST             GROUP                        GPU  MODEL" in out
-    assert "gpu-a            vgpu_hosts                     1  A100-SXM4-40GB             off" in out
+    assert "gpu-a            batch_jobs                     1  A100-SXM4-40GB             off" in out
     assert "0 problem(s) needing attention" in out
 
     report = json.loads((report_dir / "fleet-report.json").read_text())
     assert (report["format"], report["hosts"], report["gpus"]) == (1, 2, 4)
     assert [(r["host"], r["gpu"], r["groups"], r["mig"]) for r in report["rows"]] == [
-        ("gpu-a", 0, ["vgpu_hosts"], "off"), ("gpu-a", 1, ["vgpu_hosts"], "off"),
+        ("gpu-a", 0, ["batch_jobs"], "off"), ("gpu-a", 1, ["batch_jobs"], "off"),
         ("gpu-b", 0, [], "off"), ("gpu-b", 1, [], "off")]
     assert report["rows"][0]["uuid"].startswith("GPU-") and report["rows"][0]["memory_total_mib"] == 40960
     rows = list(csv.DictReader((report_dir / "fleet-report.csv").open(newline="")))
     assert [(r["host"], r["gpu"], r["groups"], r["model"]) for r in rows] == [
-        ("gpu-a", "0", "vgpu_hosts", "A100-SXM4-40GB"), ("gpu-a", "1", "vgpu_hosts", "A100-SXM4-40GB"),
+        ("gpu-a", "0", "batch_jobs", "A100-SXM4-40GB"), ("gpu-a", "1", "batch_jobs", "A100-SXM4-40GB"),
         ("gpu-b", "0", "", "A100-SXM4-40GB"), ("gpu-b", "1", "", "A100-SXM4-40GB")]
     assert oct((report_dir / "fleet-report.json").stat().st_mode & 0o777) == "0o644"
 
