@@ -1,0 +1,104 @@
+# Copyright (c) gpuops.sharing contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""containerd's config.toml and service on one host. Private to this collection.
+
+The side effects of ``gpuops.sharing.containerd_runtime``, as a host object for ``_runner.run``; every
+decision is in ``_containerd``.  No ansible imports: the module passes ``atomic_move`` and the command seam in.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ansible_collections.gpuops.sharing.plugins.module_utils import _containerd, _host
+from ansible_collections.gpuops.sharing.plugins.module_utils._runner import Op, RunError
+
+try:
+    import tomllib as toml_reader      # Python 3.11+
+except ImportError:                    # pragma: no cover - older managed hosts
+    try:
+        import tomli as toml_reader    # Debian python3-tomli
+    except ImportError:
+        toml_reader = None
+
+HAS_TOML = toml_reader is not None
+MAX_CONFIG_BYTES = 1024 * 1024
+
+
+def systemd_booted(marker: str = "/run/systemd/system") -> bool:
+    """Whether systemd is the running service manager (the test of sd_booted(3))."""
+    return os.path.isdir(marker)
+
+
+class ContainerdHost:
+    """One host's containerd config for the runner."""
+
+    errors = (_containerd.ContainerdConfigError, _host.HostFileError, OSError)
+
+    def __init__(self, request: dict, atomic_move, run_command, systemctl: str | None):
+        self.request = request
+        self.atomic_move = atomic_move
+        self.run_command = run_command
+        self.systemctl = systemctl
+        self.warnings: list[str] = []
+        self.planned: dict = {}
+
+    def observe(self) -> dict:
+        path = self.request["path"]
+        if not os.path.isabs(path) or any(ord(ch) < 32 for ch in path):
+            raise _containerd.ContainerdConfigError(f"path={path!r}: give the absolute path of containerd's "
+                                                    f"config, e.g. {_containerd.DEFAULT_PATH}")
+        text = _host.read_managed(path, MAX_CONFIG_BYTES)
+        mode = None
+        if text is not None:
+            mode = os.lstat(path).st_mode & 0o7777
+        return {"text": text, "mode": mode, "systemd": systemd_booted()}
+
+    def plan(self, state: dict) -> list[Op]:
+        r = self.request
+        self.planned = _containerd.plan(state["text"], toml_reader.loads, r["path"], r["state"], r["runtime_name"],
+                                        r["binary_name"], r["set_as_default"], r["enable_cdi"], r["cdi_spec_dirs"],
+                                        r["config_version"])
+        if not self.planned["changes"]:
+            return []
+        new = " (new file)" if state["text"] is None else ""
+        ops = [Op("write_file", r["path"], f"write {r['path']}{new}: " + "; ".join(self.planned["changes"]),
+                  {"text": self.planned["text"], "mode": 0o644 if state["mode"] is None else state["mode"]})]
+        if r["restart"] and state["systemd"]:
+            unit = r["service"]
+            ops.append(Op("restart_unit", unit, f"restart {unit} if it runs (systemctl try-restart {unit})"))
+        return ops
+
+    def check(self, state: dict, ops: list[Op]) -> list[str]:
+        if any(op.kind == "restart_unit" for op in ops) and not self.systemctl:
+            return ["systemd runs but systemctl was not found; cannot restart containerd (set restart: false)"]
+        return []
+
+    def apply(self, op: Op, state: dict) -> None:
+        if op.kind == "write_file":
+            _host.write_file(op.target, op.data["text"], op.data["mode"], self.atomic_move)
+            return
+        rc, out, err = self.run_command([self.systemctl, "try-restart", op.target])
+        if rc != 0:
+            raise RunError(f"systemctl try-restart {op.target} failed (rc={rc}): {(err or out).strip()}; see "
+                           f"journalctl -u {op.target}: containerd refuses a config it cannot load")
+
+    def verify(self, state: dict, ops: list[Op]) -> list[str]:
+        for op in ops:
+            if op.kind == "write_file" and _host.read_managed(op.target, MAX_CONFIG_BYTES) != op.data["text"]:
+                return [f"{op.target} does not hold the written config after the write"]
+        return []
+
+    def result(self, state: dict, ops: list[Op], check_mode: bool) -> dict:
+        self.before_text = state["text"]
+        restarted = any(op.kind == "restart_unit" for op in ops)
+        return {"path": self.request["path"], "version": self.planned["version"], "plugin": self.planned["plugin"],
+                "changes": self.planned["changes"], "settings": self.planned["after"],
+                "restart_required": bool(ops) and not restarted}
+
+    def diff(self, result: dict) -> dict:
+        path = self.request["path"]
+        return {"before_header": path, "after_header": path, "before": self.before_text or "",
+                "after": self.planned.get("text", "")}
