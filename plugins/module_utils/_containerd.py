@@ -376,9 +376,8 @@ def plan(text: str | None, loads, path: str, state: str, runtime_name: str, bina
         doc.delete_key(table, key)
         changes.append(sentence)
 
-    if not tree:
-        if state == "present":
-            want([], "version", version, f"version = {version}")
+    if not tree and state == "present":
+        want([], "version", version, f"version = {version}")
 
     default_name = get_path(tree, containerd + ["default_runtime_name"])
     if state == "present":

@@ -16,10 +16,10 @@ from ansible_collections.gpuops.sharing.plugins.module_utils import _containerd,
 from ansible_collections.gpuops.sharing.plugins.module_utils._runner import Op, RunError
 
 try:
-    import tomllib as toml_reader      # Python 3.11+
+    import tomllib as toml_reader  # Python 3.11+
 except ImportError:                    # pragma: no cover - older managed hosts
     try:
-        import tomli as toml_reader    # Debian python3-tomli
+        import tomli as toml_reader  # Debian python3-tomli
     except ImportError:
         toml_reader = None
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import tomllib
-
 import pytest
+import tomllib
 
 from ansible_collections.gpuops.sharing.plugins.module_utils import _containerd as c
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+
 import tomllib
 
 from ansible_collections.gpuops.sharing.plugins.module_utils import _containerd_host
