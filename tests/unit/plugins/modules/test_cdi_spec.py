@@ -59,7 +59,8 @@ def test_written_once_then_again_after_a_mig_change_with_restarts(sim, tmp_path,
     assert real["restarted"] == request["restart_units"]
     assert [c for c in systemd if c[0] != "show"] == [["try-restart", "nvidia-device-plugin.service"],
                                                       ["try-restart", "gpu-feature-discovery.service"]]
-    assert yaml.safe_load(open(output))["kind"] == "nvidia.com/gpu"
+    with open(output, encoding="utf-8") as fh:
+        assert yaml.safe_load(fh)["kind"] == "nvidia.com/gpu"
     systemd.clear()
     again, failed = run_module(module.main, request)
     assert not failed and not again["changed"] and again["restarted"] == []
