@@ -458,3 +458,37 @@ def managed(tree: dict, version: int, runtime_name: str) -> dict:
         "enable_cdi": bool(get_path(tree, plugin + ["enable_cdi"])),
         "cdi_spec_dirs": get_path(tree, plugin + ["cdi_spec_dirs"]),
     }
+
+
+VERSION_RE = re.compile(r"\s(?:v)?(\d+)\.(\d+)(?:\.(\d+))?")
+
+
+def parse_version(text: str) -> tuple[int, int, int] | None:
+    """containerd's version from ``containerd --version`` (``containerd github.com/containerd/containerd
+    1.6.20~ds1 1.6.20~ds1-1+b1`` on Debian, ``containerd containerd.io v1.7.24 88bf19b...`` from Docker's packages)."""
+    match = VERSION_RE.search(" " + (text or "").strip().split("\n")[0].split(" ", 2)[-1])
+    if not match:
+        return None
+    return int(match.group(1)), int(match.group(2)), int(match.group(3) or 0)
+
+
+def version_problems(version: tuple[int, int, int] | None, file_version: int, enable_cdi: bool,
+                     state: str) -> tuple[list[str], list[str]]:
+    """(refusals, warnings) for the installed containerd.
+
+    CDI in the CRI plugin (``enable_cdi``, ``cdi_spec_dirs``) came with containerd 1.7.0 (containerd/containerd
+    PR 6654; the CDI project's README says 1.7.0 or later); containerd 1.x reads config versions 1 and 2 only,
+    containerd 2.x reads 3 (and migrates older ones).
+    """
+    if version is None or state != "present":
+        return [], []
+    refusals, warnings = [], []
+    shown = ".".join(map(str, version))
+    if file_version == 3 and version[0] < 2:
+        refusals.append(f"the config is version 3, which containerd {shown} cannot load (version 3 is "
+                        "containerd 2.x's); set config_version: 2 or upgrade containerd")
+    if enable_cdi and version < (1, 7, 0):
+        warnings.append(f"containerd {shown} has no CDI support (it came with containerd 1.7.0): it ignores "
+                        "enable_cdi, so pods get devices only through the nvidia runtime; upgrade containerd to "
+                        "use CDI")
+    return refusals, warnings

@@ -37,8 +37,10 @@ class ContainerdHost:
 
     errors = (_containerd.ContainerdConfigError, _host.HostFileError, OSError)
 
-    def __init__(self, request: dict, atomic_move, run_command, systemctl: str | None):
+    def __init__(self, request: dict, atomic_move, run_command, systemctl: str | None,
+                 containerd: str | None = None):
         self.request = request
+        self.containerd = containerd
         self.atomic_move = atomic_move
         self.run_command = run_command
         self.systemctl = systemctl
@@ -54,7 +56,11 @@ class ContainerdHost:
         mode = None
         if text is not None:
             mode = os.lstat(path).st_mode & 0o7777
-        return {"text": text, "mode": mode, "systemd": systemd_booted()}
+        version = None
+        if self.containerd:
+            rc, out, _err = self.run_command([self.containerd, "--version"])
+            version = _containerd.parse_version(out) if rc == 0 else None
+        return {"text": text, "mode": mode, "systemd": systemd_booted(), "containerd_version": version}
 
     def plan(self, state: dict) -> list[Op]:
         r = self.request
@@ -72,9 +78,13 @@ class ContainerdHost:
         return ops
 
     def check(self, state: dict, ops: list[Op]) -> list[str]:
+        r = self.request
+        problems, warnings = _containerd.version_problems(state["containerd_version"], self.planned["version"],
+                                                          r["enable_cdi"], r["state"])
+        self.warnings.extend(warnings)
         if any(op.kind == "restart_unit" for op in ops) and not self.systemctl:
-            return ["systemd runs but systemctl was not found; cannot restart containerd (set restart: false)"]
-        return []
+            problems.append("systemd runs but systemctl was not found; cannot restart containerd (set restart: false)")
+        return problems
 
     def apply(self, op: Op, state: dict) -> None:
         if op.kind == "write_file":
@@ -96,7 +106,9 @@ class ContainerdHost:
         restarted = any(op.kind == "restart_unit" for op in ops)
         return {"path": self.request["path"], "version": self.planned["version"], "plugin": self.planned["plugin"],
                 "changes": self.planned["changes"], "settings": self.planned["after"],
-                "restart_required": bool(ops) and not restarted}
+                "restart_required": bool(ops) and not restarted,
+                "containerd_version": ".".join(map(str, state["containerd_version"])) if state["containerd_version"]
+                else None}
 
     def diff(self, result: dict) -> dict:
         path = self.request["path"]

@@ -25,6 +25,9 @@ description:
     refused with the changes to make by hand."
   - The file is written through a temporary file and an atomic rename, never through a symbolic link, keeping its
     mode. When it changed, and systemd runs, C(systemctl try-restart) restarts containerd if it runs.
+  - "Where containerd is installed, its version is read (C(containerd --version)): a version 3 file is refused for
+    containerd 1.x, and CDI settings on containerd older than 1.7.0, which has no CDI support and ignores them, get a
+    warning."
   - Reads TOML with Python's C(tomllib) (3.11 and later) or C(tomli) on older managed hosts.
 extends_documentation_fragment:
   - gpuops.sharing._attributes
@@ -148,6 +151,11 @@ restart_required:
   description: The file changed and containerd was not restarted (no systemd, or O(restart=false)).
   returned: always
   type: bool
+containerd_version:
+  description: The installed containerd's version (C(containerd --version)), V(null) where it is not installed.
+  returned: always
+  type: str
+  sample: 1.7.24
 operations:
   description: What was (or in check mode would be) done.
   returned: always
@@ -184,7 +192,7 @@ def main() -> None:
     )
     p = module.params
     empty = {"changed": False, "path": p["path"], "changes": [], "settings": {}, "restart_required": False,
-             "operations": [], "done": []}
+             "containerd_version": None, "operations": [], "done": []}
     if not _containerd_host.HAS_TOML:
         module.fail_json(msg=missing_required_lib("tomli (Python older than 3.11 has no tomllib)"), **empty)
     try:
@@ -193,7 +201,7 @@ def main() -> None:
     except _containerd.ContainerdConfigError as exc:
         module.fail_json(msg=exc.message, **empty)
     host = _containerd_host.ContainerdHost(dict(p), module.atomic_move, _host.module_runner(module, timeout=120),
-                                           module.get_bin_path("systemctl"))
+                                           module.get_bin_path("systemctl"), module.get_bin_path("containerd"))
     run_module(module, host, empty)
 
 

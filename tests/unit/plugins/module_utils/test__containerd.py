@@ -219,3 +219,27 @@ def test_rendered_values_parse_back():
         assert tomllib.loads("k = " + c.render_value(value))["k"] == value
     with pytest.raises(c.ContainerdConfigError, match="cannot write the value"):
         c.render_value(1.5)
+
+
+@pytest.mark.parametrize("text, version", [
+    ("containerd github.com/containerd/containerd 1.6.20~ds1 1.6.20~ds1-1+b1\n", (1, 6, 20)),
+    ("containerd containerd.io v1.7.24 88bf19b2105c8b17560993bee28a01ddc2f97182\n", (1, 7, 24)),
+    ("containerd github.com/containerd/containerd/v2 v2.0.2 c507a0257ea6462fbd6f5ba4f5c74facb04021f4\n", (2, 0, 2)),
+    ("", None),
+    ("garbage", None),
+])
+def test_parse_version(text, version):
+    assert c.parse_version(text) == version
+
+
+def test_version_problems():
+    refusals, warnings = c.version_problems((1, 6, 20), 2, True, "present")
+    assert refusals == [] and warnings == [
+        "containerd 1.6.20 has no CDI support (it came with containerd 1.7.0): it ignores enable_cdi, so pods get "
+        "devices only through the nvidia runtime; upgrade containerd to use CDI"]
+    refusals, warnings = c.version_problems((1, 7, 24), 3, True, "present")
+    assert refusals == ["the config is version 3, which containerd 1.7.24 cannot load (version 3 is containerd "
+                        "2.x's); set config_version: 2 or upgrade containerd"] and warnings == []
+    assert c.version_problems((2, 0, 2), 3, True, "present") == ([], [])
+    assert c.version_problems(None, 3, True, "present") == ([], [])
+    assert c.version_problems((1, 6, 0), 3, True, "absent") == ([], [])
