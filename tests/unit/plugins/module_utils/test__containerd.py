@@ -243,3 +243,61 @@ def test_version_problems():
     assert c.version_problems((2, 0, 2), 3, True, "present") == ([], [])
     assert c.version_problems(None, 3, True, "present") == ([], [])
     assert c.version_problems((1, 6, 0), 3, True, "absent") == ([], [])
+
+
+# ------------------------------------------------------------------ properties
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@st.composite
+def configs(draw):
+    """containerd config files of version 2 or 3 with or without each piece the planner touches."""
+    version = draw(st.sampled_from([2, 3]))
+    cri = f'plugins."{CRI2 if version == 2 else CRI3}"'
+    lines = ["# admin", f"version = {version}"]
+    if draw(st.booleans()):
+        lines += [f"[{cri}]"]
+        if draw(st.booleans()):
+            lines += [f"  enable_cdi = {draw(st.sampled_from(['true', 'false']))}"]
+        if draw(st.booleans()):
+            lines += ['  cdi_spec_dirs = ["/etc/cdi"]  # admin\'s']
+    if draw(st.booleans()):
+        lines += [f"[{cri}.containerd]",
+                  f'  default_runtime_name = "{draw(st.sampled_from(["runc", "nvidia", "crun"]))}"']
+    if draw(st.booleans()):
+        lines += [f"[{cri}.containerd.runtimes.runc]", '  runtime_type = "io.containerd.runc.v2"',
+                  f"[{cri}.containerd.runtimes.runc.options]", "  SystemdCgroup = true"]
+    if draw(st.booleans()):
+        lines += [f"[{cri}.containerd.runtimes.nvidia]", '  runtime_type = ""']
+        if draw(st.booleans()):
+            lines += [f"[{cri}.containerd.runtimes.nvidia.options]", '  BinaryName = "/old"']
+    if draw(st.booleans()):
+        lines += ["[metrics]", '  address = "127.0.0.1:1338"']
+    return "\n".join(lines) + "\n", version
+
+
+@settings(max_examples=200, deadline=None)
+@given(configs(), st.sampled_from(["present", "absent"]), st.booleans(), st.booleans(),
+       st.sampled_from([None, ["/etc/cdi", "/var/run/cdi"]]))
+def test_applying_the_plan_reaches_the_request_and_replanning_is_empty(config, state, default, cdi, dirs):
+    text, version = config
+    r = plan(text, state=state, default=default, cdi=cdi, dirs=dirs)
+    after = tomllib.loads(r["text"])
+    cri = after.get("plugins", {}).get(CRI2 if version == 2 else CRI3, {})
+    runtimes = cri.get("containerd", {}).get("runtimes", {})
+    if state == "present":
+        assert runtimes["nvidia"]["options"]["BinaryName"] == c.DEFAULT_BINARY
+        assert runtimes["nvidia"]["runtime_type"]
+        assert (cri["containerd"].get("default_runtime_name") == "nvidia") == default
+        if cdi:
+            assert cri["enable_cdi"] is True
+        if dirs:
+            assert cri["cdi_spec_dirs"] == dirs
+    else:
+        assert "nvidia" not in runtimes
+        assert cri.get("containerd", {}).get("default_runtime_name") != "nvidia"
+    assert after.get("metrics") == tomllib.loads(text).get("metrics")
+    assert "# admin" in r["text"]
+    assert plan(r["text"], state=state, default=default, cdi=cdi, dirs=dirs)["changes"] == []
