@@ -71,7 +71,7 @@ def check_request(runtime_name: str, binary_name: str, cdi_spec_dirs, config_ver
                                     "1.x) or 3 (containerd 2.x) is supported")
 
 
-UNIT_RE = re.compile(r"^[A-Za-z0-9:_.@-]{1,200}\.(service|target)$")
+UNIT_RE = re.compile(r"^[A-Za-z0-9:_.@-]{1,200}\.service$")
 
 
 def check_unit(unit: str) -> None:

@@ -29,6 +29,9 @@ description:
     containerd 1.x, and CDI settings on containerd older than 1.7.0, which has no CDI support and ignores them, get a
     warning."
   - Reads TOML with Python's C(tomllib) (3.11 and later) or C(tomli) on older managed hosts.
+requirements:
+  - Python 3.11 or later on the managed host (C(tomllib)), or C(tomli) (Debian/Ubuntu C(python3-tomli), RHEL 9
+    C(python3-tomli)) on older ones.
 extends_documentation_fragment:
   - gpuops.sharing._attributes
 attributes:

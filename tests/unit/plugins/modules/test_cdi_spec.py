@@ -160,3 +160,31 @@ def test_device_names_refuse_what_is_no_spec(spec, message):
 ])
 def test_choose_method(method, output, loaded, chosen):
     assert _cdi.choose_method(method, output, loaded) == chosen
+
+
+def test_written_spec_valid_against_the_cdi_schema(sim, tmp_path):
+    """The file the module writes is a CDI spec as the CDI project's JSON schema defines it."""
+    jsonschema = pytest.importorskip("jsonschema")     # in requirements/main.txt; not in the floor venvs
+    referencing = pytest.importorskip("referencing")
+    import json
+    schema_dir = os.path.join(SIMULATOR, "tests", "fixtures", "cdi-schema")
+    with open(os.path.join(schema_dir, "schema.json")) as fh:
+        schema = json.load(fh)
+    with open(os.path.join(schema_dir, "defs.json")) as fh:
+        defs = json.load(fh)
+    registry = referencing.Registry().with_resource("defs.json", referencing.Resource.from_contents(
+        defs, default_specification=referencing.jsonschema.DRAFT7))
+    validator = jsonschema.Draft7Validator(schema, registry=registry)
+    sim.init("A100-SXM4-40GB", 2)
+    smi("-i", "1", "-mig", "1")
+    sim.gpusim("reboot")
+    smi("mig", "-i", "1", "-cgi", "19,19,19", "-C")
+    output = tmp_path / "nvidia.yaml"
+    result, failed = run_module(module.main, {"output": str(output)})
+    assert not failed and "nvidia.com/gpu=1:2" in result["devices"]
+    with open(output, encoding="utf-8") as fh:
+        spec = yaml.safe_load(fh)
+    validator.validate(spec)
+    spec["devices"][0]["containerEdits"]["deviceNodes"][0].pop("path")
+    with pytest.raises(jsonschema.ValidationError):     # the schema is live: a node without a path fails it
+        validator.validate(spec)
