@@ -27,6 +27,30 @@ HAS_TOML = toml_reader is not None
 MAX_CONFIG_BYTES = 1024 * 1024
 
 
+def lock_folder(path: str, timeout: float = 120.0) -> int | None:
+    """An exclusive ``flock`` on the nearest existing folder of ``path`` (its descriptor, for the caller to close),
+    so that concurrent runs on one file read, plan and write one after the other (no lock file is left behind)."""
+    import fcntl
+    import time
+    if not os.path.isabs(path):
+        return None          # nothing to lock: observe() refuses the path with its own message
+    folder = os.path.dirname(path)
+    while not os.path.isdir(folder):
+        folder = os.path.dirname(folder)
+    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                raise _host.HostFileError(f"another run holds the lock on {folder} for more than {timeout:g} s; "
+                                          "try again when it has finished") from None
+            time.sleep(0.05)
+
+
 def systemd_booted(marker: str = "/run/systemd/system") -> bool:
     """Whether systemd is the running service manager (the test of sd_booted(3))."""
     return os.path.isdir(marker)

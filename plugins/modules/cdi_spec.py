@@ -136,9 +136,11 @@ done:
   elements: str
 """
 
+import os
+
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.gpuops.sharing.plugins.module_utils import _cdi, _cdi_host, _host
+from ansible_collections.gpuops.sharing.plugins.module_utils import _cdi, _cdi_host, _containerd_host, _host
 from ansible_collections.gpuops.sharing.plugins.module_utils._runner import run_module
 
 
@@ -166,7 +168,16 @@ def main() -> None:
         module.fail_json(msg=exc.message, **empty)
     host = _cdi_host.CdiHost(dict(p), module.atomic_move, _host.module_runner(module, timeout=120),
                              p["nvidia_ctk"] or module.get_bin_path("nvidia-ctk"), module.get_bin_path("systemctl"))
-    run_module(module, host, empty)
+    try:
+        lock = _containerd_host.lock_folder(p["output"])      # one run at a time on this file
+    except OSError as exc:
+        module.fail_json(msg=getattr(exc, "message", None) or "cannot lock the folder of %s: %s" % (p["output"], exc),
+                         **empty)
+    try:
+        run_module(module, host, empty)
+    finally:
+        if lock is not None:
+            os.close(lock)
 
 
 if __name__ == "__main__":

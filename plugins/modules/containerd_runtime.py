@@ -171,6 +171,8 @@ done:
   elements: str
 """
 
+import os
+
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.gpuops.sharing.plugins.module_utils import _containerd, _containerd_host, _host
@@ -205,7 +207,16 @@ def main() -> None:
         module.fail_json(msg=exc.message, **empty)
     host = _containerd_host.ContainerdHost(dict(p), module.atomic_move, _host.module_runner(module, timeout=120),
                                            module.get_bin_path("systemctl"), module.get_bin_path("containerd"))
-    run_module(module, host, empty)
+    try:
+        lock = _containerd_host.lock_folder(p["path"])      # one run at a time on this file
+    except OSError as exc:
+        module.fail_json(msg=getattr(exc, "message", None) or "cannot lock the folder of %s: %s" % (p["path"], exc),
+                         **empty)
+    try:
+        run_module(module, host, empty)
+    finally:
+        if lock is not None:
+            os.close(lock)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import stat
 
+import pytest
 import tomllib
 
 from ansible_collections.gpuops.sharing.plugins.module_utils import _containerd_host
@@ -93,3 +94,19 @@ def test_old_containerd_warned_about_cdi(tmp_path, monkeypatch):
     result, failed = run_module(module.main, {"path": str(tmp_path / "v3.toml"), "config_version": 3})
     assert failed and "which containerd 1.6.20 cannot load" in result["msg"]
     assert not (tmp_path / "v3.toml").exists()
+
+
+def test_lock_serialises_runs_on_one_folder(tmp_path):
+    import fcntl
+    fd = _containerd_host.lock_folder(str(tmp_path / "config.toml"))
+    try:
+        other = os.open(tmp_path, os.O_RDONLY)
+        try:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(other)
+        with pytest.raises(_containerd_host._host.HostFileError, match="another run holds the lock"):
+            _containerd_host.lock_folder(str(tmp_path / "new" / "deeper" / "config.toml"), timeout=0.1)
+    finally:
+        os.close(fd)
