@@ -30,7 +30,9 @@ BUILD := $(ROOT)/.build
 COLLECTIONS := $(BUILD)/collections
 # outside the checkout: ansible-test walks up to the nearest .git and would list only tracked files
 TESTROOT := $(or $(TMPDIR),/tmp)/gpuops-sharing-test-$(shell printf %s '$(ROOT)' | md5sum | cut -c1-8)
-TESTTREE := $(TESTROOT)/ansible_collections/gpuops/sharing
+# each ansible-test run gets its own copy (the two lanes of make test run side by side): in a recipe,
+# $(tree) is the copy for that target and $(fresh-tree) makes it
+tree = $(TESTROOT)/$@/ansible_collections/gpuops/sharing
 export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 export ANSIBLE_COLLECTIONS_SCAN_SYS_PATH := false
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
@@ -38,7 +40,7 @@ PIP_QUIET := --quiet --no-warn-script-location
 # pip's "Location ... is ignored" chatter about this machine's file:// mirrors is noise
 PIP_FILTER := grep -v "^WARNING: Location 'file://" || true
 
-.PHONY: help venv venv-floor system-deps collection-link test test-quick sanity sanity-floor units units-floor \
+.PHONY: help venv venv-floor system-deps collection-link test test-quick lane-a lane-b sanity sanity-floor units units-floor \
         simulator-tests integration lint docs-lint docs build artifact-check demo bench clean \
         $(addprefix units-,$(CORE_MIDS)) $(addprefix sanity-,$(CORE_MIDS))
 
@@ -97,24 +99,40 @@ system-deps:
 	  else echo "missing Debian packages: $$missing (install them, or run make as root)" >&2; exit 1; fi; \
 	fi
 
+# kubernetes.core (galaxy.yml's dependency, for playbooks/cluster_bootstrap.yml) comes from the ansible package
+# that requirements/main.txt installs in .venv (Galaxy cannot be reached); linked next to the collection so that
+# ansible-lint, antsibull-docs and the playbook tests find it on ANSIBLE_COLLECTIONS_PATH
 collection-link:
 	@mkdir -p $(COLLECTIONS)/ansible_collections/gpuops
 	@ln -sfn $(ROOT) $(COLLECTIONS)/ansible_collections/gpuops/sharing
+	@k8s=$$(ls -d $(VENV)/lib/python3*/site-packages/ansible_collections/kubernetes 2>/dev/null | head -n 1); \
+	  if [ -n "$$k8s" ]; then ln -sfn "$$k8s" $(COLLECTIONS)/ansible_collections/kubernetes; fi
 
 # ansible-test needs the collection at .../ansible_collections/gpuops/sharing for real
 # (it resolves symlinks), so sanity/integration run on a fresh copy of the working tree.
-$(TESTTREE): FORCE
-	@rm -rf $(TESTROOT) && mkdir -p $@
-	@git -C $(ROOT) ls-files -z -co --exclude-standard | (cd $(ROOT) && tar --null --ignore-failed-read -T - -cf - 2>/dev/null) | tar -xf - -C $@
-FORCE:
+fresh-tree = rm -rf $(TESTROOT)/$@ && mkdir -p $(tree) && git -C $(ROOT) ls-files -z -co --exclude-standard \
+  | (cd $(ROOT) && tar --null --ignore-failed-read -T - -cf - 2>/dev/null) | tar -xf - -C $(tree)
 
 # ---------------------------------------------------------------- tests
 test: test-quick fleet-test
 	@echo "== make test: all parts passed"
 
-test-quick: simulator-tests units units-floor $(addprefix units-,$(CORE_MIDS)) sanity sanity-floor \
-            $(addprefix sanity-,$(CORE_MIDS)) integration lint docs-lint docs artifact-check
-	@echo "== make test-quick: all parts passed (fleet not run)"
+# Two lanes side by side (CI has 2 cores; each ansible-test run is mostly one process). Each part's output is
+# kept in .build/test-logs/<part>.log and printed whole when the part ends; the environments are made first,
+# one at a time. The fleet runs alone after.
+LANE_a := simulator-tests units units-floor $(addprefix units-,$(CORE_MIDS)) integration lint docs-lint docs
+LANE_b := sanity sanity-floor $(addprefix sanity-,$(CORE_MIDS)) artifact-check
+test-quick: venv venv-floor $(CORE_MIDS:%=$(ROOT)/.venv-%/.installed) $(VENV_IMPORTER)/.installed system-deps
+	@rm -rf $(BUILD)/test-logs && mkdir -p $(BUILD)/test-logs
+	@started=$$(date +%s); $(MAKE) --no-print-directory -j2 -Onone lane-a lane-b; \
+	echo "== make test-quick: all parts passed in $$(( $$(date +%s) - started ))s (fleet not run)"
+
+lane-a lane-b: lane-%:
+	@for part in $(LANE_$*); do \
+	  log=$(BUILD)/test-logs/$$part.log; started=$$(date +%s); \
+	  if $(MAKE) --no-print-directory -j1 $$part > $$log 2>&1; then result=passed; else result=FAILED; fi; \
+	  { flock 9; cat $$log; echo "== $$part: $$result in $$(( $$(date +%s) - started ))s (lane $*)"; } 9>$(BUILD)/test-logs/.lock; \
+	  [ $$result = passed ] || exit 1; done
 
 simulator-tests: venv system-deps
 	@echo "== simulator tests"
@@ -128,33 +146,37 @@ units-floor: venv-floor
 	@echo "== unit tests (ansible-core 2.18, Python 3.11)"
 	cd $(ROOT) && $(VENV_FLOOR)/bin/python -m pytest -q -p no:cacheprovider tests/unit
 
-# units-2.19, units-2.20: what touches ansible-core's API (modules' main(), action plugins, roles,
+# units-2.19, units-2.20: what touches ansible-core's API (modules' main(), action and filter plugins, roles,
 # playbooks, docs). The pure planners under tests/unit/plugins/module_utils import nothing from
 # Ansible; they run on the newest core and on the floor (units, units-floor), not twice more.
-MID_UNITS := tests/unit/plugins/modules tests/unit/plugins/action $(wildcard tests/unit/test_*.py)
+MID_UNITS := tests/unit/plugins/modules tests/unit/plugins/action tests/unit/plugins/filter $(wildcard tests/unit/test_*.py)
 $(addprefix units-,$(CORE_MIDS)): units-%: $(ROOT)/.venv-%/.installed collection-link
 	@echo "== unit tests (ansible-core $*, Python 3.12): modules, action plugins, roles, playbooks"
 	cd $(ROOT) && $(ROOT)/.venv-$*/bin/python -m pytest -q -p no:cacheprovider $(MID_UNITS)
 
-sanity: venv system-deps $(TESTTREE)
+sanity: venv system-deps
 	@echo "== ansible-test sanity (ansible-core 2.21)"
 	@$(ROOT)/hacking/install_get_pip.sh $(VENV)
-	cd $(TESTTREE) && PATH=$(VENV)/bin:$$PATH ansible-test sanity --local --python $$($(VENV)/bin/python -c 'import sys; print("%d.%d" % sys.version_info[:2])') --color no
+	@$(fresh-tree)
+	cd $(tree) && PATH=$(VENV)/bin:$$PATH ansible-test sanity --local --python $$($(VENV)/bin/python -c 'import sys; print("%d.%d" % sys.version_info[:2])') --color no
 
-sanity-floor: venv-floor system-deps $(TESTTREE)
+sanity-floor: venv-floor system-deps
 	@echo "== ansible-test sanity (ansible-core 2.18 floor)"
 	@$(ROOT)/hacking/install_get_pip.sh $(VENV_FLOOR)
-	cd $(TESTTREE) && PATH=$(VENV_FLOOR)/bin:$$PATH ansible-test sanity --local --python 3.11 --color no
+	@$(fresh-tree)
+	cd $(tree) && PATH=$(VENV_FLOOR)/bin:$$PATH ansible-test sanity --local --python 3.11 --color no
 
 # sanity-2.19, sanity-2.20
-$(addprefix sanity-,$(CORE_MIDS)): sanity-%: $(ROOT)/.venv-%/.installed collection-link system-deps $(TESTTREE)
+$(addprefix sanity-,$(CORE_MIDS)): sanity-%: $(ROOT)/.venv-%/.installed collection-link system-deps
 	@echo "== ansible-test sanity (ansible-core $*)"
 	@$(ROOT)/hacking/install_get_pip.sh $(ROOT)/.venv-$*
-	cd $(TESTTREE) && PATH=$(ROOT)/.venv-$*/bin:$$PATH ansible-test sanity --local --python 3.12 --color no
+	@$(fresh-tree)
+	cd $(tree) && PATH=$(ROOT)/.venv-$*/bin:$$PATH ansible-test sanity --local --python 3.12 --color no
 
-integration: venv $(TESTTREE)
+integration: venv
 	@echo "== ansible-test integration (simulated GPUs)"
-	cd $(TESTTREE) && PATH=$(VENV)/bin:$$PATH GPUSIM_PYTHONPATH=$(ROOT)/simulator \
+	@$(fresh-tree)
+	cd $(tree) && PATH=$(VENV)/bin:$$PATH GPUSIM_PYTHONPATH=$(ROOT)/simulator \
 	  ansible-test integration --local --python $$($(VENV)/bin/python -c 'import sys; print("%d.%d" % sys.version_info[:2])') --color no
 
 lint: venv
@@ -193,15 +215,24 @@ build: venv
 
 # The artifact as Galaxy and Automation Hub read it: galaxy-importer with its default configuration
 # (metadata, ansible-doc of every plugin, ansible-lint; any WARNING or ERROR fails), then the tarball
-# installed (extracted and checksummed) and ansible-test sanity run on that tree, with no ignore files.
+# installed (extracted and checksummed), the execution environment ansible-builder makes of it
+# (hacking/check_ee.py: `ansible-builder create` and the collection's introspection, no container
+# built), and ansible-test sanity run on that tree, with no ignore files.
 ARTIFACT_ROOT := $(TESTROOT)-artifact
 artifact-check: build $(VENV_IMPORTER)/.installed system-deps
 	@echo "== the built artifact: galaxy-importer, ansible-test sanity on the extracted tarball"
 	@rm -rf $(ARTIFACT_ROOT) && mkdir -p $(ARTIFACT_ROOT)
 	@$(ROOT)/hacking/install_get_pip.sh $(VENV)
-	cd $(ARTIFACT_ROOT) && PATH=$(VENV_IMPORTER)/bin:$$PATH $(VENV_IMPORTER)/bin/python \
-	  $(ROOT)/hacking/check_artifact.py --importer $(BUILD)/dist/gpuops-sharing-*.tar.gz
-	ANSIBLE_COLLECTIONS_PATH=$(ARTIFACT_ROOT) $(VENV)/bin/ansible-galaxy collection install --offline -p $(ARTIFACT_ROOT) $(BUILD)/dist/gpuops-sharing-*.tar.gz
+	@# Galaxy installs galaxy.yml's dependencies (kubernetes.core) before its ansible-lint; here Galaxy cannot be
+	@# reached, so the importer's Python finds the one from .venv's ansible package on its path, and nothing else
+	@rm -rf $(BUILD)/importer-deps && mkdir -p $(BUILD)/importer-deps/ansible_collections
+	@k8s=$$(ls -d $(VENV)/lib/python3*/site-packages/ansible_collections/kubernetes | head -n 1); \
+	  ln -sfn "$$k8s" $(BUILD)/importer-deps/ansible_collections/kubernetes
+	cd $(ARTIFACT_ROOT) && PATH=$(VENV_IMPORTER)/bin:$$PATH PYTHONPATH=$(BUILD)/importer-deps ANSIBLE_COLLECTIONS_SCAN_SYS_PATH=true \
+	  $(VENV_IMPORTER)/bin/python $(ROOT)/hacking/check_artifact.py --importer $(BUILD)/dist/gpuops-sharing-*.tar.gz
+	@# --no-deps: Galaxy (kubernetes.core, galaxy.yml's dependency) cannot be reached from here; sanity does not need it
+	ANSIBLE_COLLECTIONS_PATH=$(ARTIFACT_ROOT) $(VENV)/bin/ansible-galaxy collection install --offline --no-deps -p $(ARTIFACT_ROOT) $(BUILD)/dist/gpuops-sharing-*.tar.gz
+	$(VENV_IMPORTER)/bin/python $(ROOT)/hacking/check_ee.py $(VENV_IMPORTER)/bin/ansible-builder $(ARTIFACT_ROOT)
 	cd $(ARTIFACT_ROOT)/ansible_collections/gpuops/sharing && PATH=$(VENV)/bin:$$PATH \
 	  ansible-test sanity --local --python $$($(VENV)/bin/python -c 'import sys; print("%d.%d" % sys.version_info[:2])') --color no
 

@@ -68,7 +68,7 @@ def _changed_tasks(output: str) -> list[str]:
 def _alternate(play: list[str], ping: list[str]) -> tuple[float, float]:
     """Median seconds of the playbook and of ping, taking turns ROUNDS times."""
     plays, pings = [], []
-    for round_no in range(ROUNDS):
+    for _round in range(ROUNDS):
         plays.append(_timed(play))
         pings.append(_timed(ping))
     return statistics.median(plays), statistics.median(pings)
@@ -89,18 +89,43 @@ def _commands(playbook: str) -> tuple[list[str], list[str]]:
             ["ansible", "-i", inventory, "all", "-m", "ansible.builtin.ping"])
 
 
+# Ansible's own knobs on the same no-op site.yml (docs/scaling.md): the bench's settings (fleet.ansible_env:
+# forks 10, pipelining on, SSH ControlPersist from ansible's default ssh_args), then one knob changed at a time
+KNOBS = (("as benchmarked: forks 10, pipelining on", {}),
+         ("pipelining off", {"ANSIBLE_PIPELINING": "false"}),
+         ("forks 1 (one host at a time)", {"ANSIBLE_FORKS": "1"}),
+         ("strategy free", {"ANSIBLE_STRATEGY": "free"}))
+
+
+def _knobs(site: list[str], ping: list[str]) -> list[list[str]]:
+    rows = [["setting", "seconds", "vs as benchmarked"]]
+    base = None
+    for name, extra in KNOBS:
+        seconds = statistics.median(_timed(site, _env(**extra)) for _round in range(ROUNDS))
+        base = base or seconds
+        rows.append([f"no-op site.yml, {name}", f"{seconds:.1f}", f"{seconds / base:.2f}x"])
+    # the collection's plays gather no facts: what one gathering over the same hosts costs (each play with
+    # gather_facts on would add about this much)
+    setup = [*ping[:-1], "ansible.builtin.setup"]
+    seconds = statistics.median(_timed(setup) for _round in range(ROUNDS))
+    rows.append(["one fact gathering (ansible -m setup), per play that gathers", f"{seconds:.1f}",
+                 f"{seconds / base:.2f}x"])
+    return rows
+
+
 def _site(count: int | None = None, like: str | None = None, count_tasks: bool = False):
     infos = fleet.up(count, like)
     site, ping = _commands(os.path.join(ROOT, "playbooks", "site.yml"))
     subprocess.run(site, cwd=ROOT, env=_env(), capture_output=True, text=True, check=True)  # apply once
     noop, pinged = _alternate(site, ping)
     tasks = _tasks_per_host(site) if count_tasks else None
-    return len(infos), noop, pinged, tasks
+    knobs = _knobs(site, ping) if count_tasks else None
+    return len(infos), noop, pinged, tasks, knobs
 
 
 def _mps_role() -> tuple[int, float, float, dict]:
     fleet.up(specs=MPS_HOST)
-    setup, _ = _commands(os.path.join(HERE, "playbooks", "mps_56_setup.yml"))
+    setup = _commands(os.path.join(HERE, "playbooks", "mps_56_setup.yml"))[0]
     play, ping = _commands(os.path.join(HERE, "playbooks", "mps_56.yml"))
     subprocess.run(setup, cwd=ROOT, env=_env(), capture_output=True, text=True, check=True)
     first = subprocess.run(play, cwd=ROOT, env=_env(), capture_output=True, text=True, check=False)
@@ -130,11 +155,11 @@ def run() -> list[tuple[str, list[list[str]]]]:
                 "per host vs 2 hosts"]]
     mps = [["host", "daemons", "no-op mps role (s)", "ansible -m ping (s)", "ratio role/ping", "target"]]
     try:
-        hosts, noop, ping, tasks = _site(count_tasks=True)
+        hosts, noop, ping, tasks, knobs = _site(count_tasks=True)
         mixed.append([str(hosts), f"{noop:.1f}", f"{ping:.1f}", f"{noop / ping:.2f}x", f"<= {SITE_TARGET:g}x"])
         base = None
         for size in SIZES:
-            hosts, noop, ping, _tasks = _site(size, SCALE_HOST)
+            hosts, noop, ping = _site(size, SCALE_HOST)[:3]
             per_host = noop / hosts
             base = base or per_host
             scaling.append([str(hosts), f"{noop:.1f}", f"{ping:.1f}", f"{noop / ping:.2f}x", f"{per_host:.2f}",
@@ -148,6 +173,7 @@ def run() -> list[tuple[str, list[list[str]]]]:
              "alternating rounds)", mixed),
             ("Tasks run on each host per role in that no-op site.yml (not skipped, not controller-only)",
              _tasks_table(tasks)),
+            (f"Ansible's knobs, one at a time, on that no-op site.yml (median of {ROUNDS})", knobs),
             (f"Fleet growth: no-op site.yml on 2 to 16 copies of {SCALE_HOST} (MIG + MPS on MIG devices), "
              f"median of {ROUNDS}", scaling),
             (f"The mps role, no-op, on one host with 56 MPS daemons under systemd vs ping (median of {ROUNDS})", mps),

@@ -163,7 +163,7 @@ def noop_table(repeats: int = 7, gpus: int = 8) -> list[list[str]]:
         if first.returncode:
             raise RuntimeError(f"mig run failed: {first.stdout}{first.stderr}")
         times = {"ping": [], "mig": []}
-        for round_no in range(repeats):
+        for _round in range(repeats):
             for name, cmd in (("ping", ping_cmd), ("mig", mig_cmd)):
                 start = time.perf_counter()
                 done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)

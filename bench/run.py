@@ -19,7 +19,7 @@ def alternate(commands: dict[str, list[str]], env: dict, repeats: int, check) ->
     """Seconds of each command per round, the commands taking turns (so load hits them alike);
     ``check(name, completed_process)`` raises when a run failed or did something it should not."""
     times: dict[str, list[float]] = {name: [] for name in commands}
-    for round_no in range(repeats):
+    for _round in range(repeats):
         for name, cmd in commands.items():
             start = time.perf_counter()
             done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)

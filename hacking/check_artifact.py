@@ -21,7 +21,10 @@ import tempfile
 
 MUST = ["LICENSE", "docs/architecture.md", "docs/getting-started.md", "docs/docsite/extra-docs.yml",
         "docs/docsite/links.yml", "docs/docsite/rst/getting-started.rst", "examples/inventory/hosts.yml",
-        "tests/config.yml"]
+        "tests/config.yml", "docs/awx.md", "docs/fleet-report.md",
+        # ansible-builder reads these from the installed collection (hacking/check_ee.py checks what it finds)
+        "meta/execution-environment.yml", "meta/ee-requirements.txt", "meta/ee-bindep.txt",
+        "examples/execution-environment/execution-environment.yml", "examples/execution-environment/requirements.yml"]
 MUST_NOT = ["simulator/", "hacking/", "tests/fleet/", "tests/unit/", "tests/integration/", "tests/sanity/ignore-",
             ".venv", "Makefile", "requirements/", "bench/", ".build/", "demo/"]
 

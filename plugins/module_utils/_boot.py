@@ -110,6 +110,7 @@ def entry_point(description: str, module: str, call: str, execute: bool = False)
         "import os\n"
         "import subprocess\n"
         "import sys\n\n"
+        "sys.dont_write_bytecode = True  # nothing written beside the installed code: it is removed whole\n"
         "sys.path.insert(0, os.environ.get('GPUOPS_SHARING_LIB') or os.path.dirname(os.path.realpath(__file__)))\n\n"
         f"from {PACKAGE} import _host, {module}  # noqa: E402\n\n\n"
         "def run(argv, data=None, env=None):\n"

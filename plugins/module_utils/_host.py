@@ -173,11 +173,24 @@ def read_installed(paths, directory: str) -> dict:
 
 
 def remove_empty_dirs(directories) -> None:
-    """Remove each directory (deepest first, as given) if it is empty; one the admin put files in stays."""
+    """Remove each directory (deepest first, as given) if it is empty; one the admin put files in stays.
+
+    A ``__pycache__`` in it holding only ``*.pyc`` files counts as empty: Python's bytecode of the
+    module's own files (boot code installed before entry points stopped writing it).
+    """
     for directory in directories:
         with contextlib.suppress(FileNotFoundError, OSError):
-            if not os.path.islink(directory):
-                os.rmdir(directory)
+            if os.path.islink(directory):
+                continue
+            cache = os.path.join(directory, "__pycache__")
+            if os.path.isdir(cache) and not os.path.islink(cache):
+                names = os.listdir(cache)
+                if all(name.endswith(".pyc") and os.path.isfile(os.path.join(cache, name))
+                       and not os.path.islink(os.path.join(cache, name)) for name in names):
+                    for name in names:
+                        os.unlink(os.path.join(cache, name))
+                    os.rmdir(cache)
+            os.rmdir(directory)
 
 
 def make_dirs(directory: str, mode: int = 0o755) -> None:

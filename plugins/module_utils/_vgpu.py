@@ -54,6 +54,7 @@ _MIG_BACKED = re.compile(r"^(?P<gpu>[A-Z0-9]+)-(?P<g>[1-9])-(?P<gb>0|[1-9][0-9]*
                          r"(?P<attr>ME|NOME|MEALL|GFX)?$")
 _ATTR_PROFILE = {"ME": "+me", "NOME": "-me", "MEALL": "+me.all", "GFX": "+gfx"}
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+UUID_RE = _UUID
 _PCI_ID = re.compile(r"^0[xX][0-9a-fA-F]{1,8}$")
 MAX_COUNT = 64          # no GPU offers more vGPUs of one type (the guide's largest max_instances is 48)
 MAX_ENTRIES = 1024
@@ -401,7 +402,14 @@ def plan_gpu(gpu: dict, want: dict[str, int], fixed: dict[str, list[str]], new_u
             else:
                 if not free:
                     raise PlanError(f"{label}: no free virtual function left for another '{name}'")
-                parent = free.pop(0)
+                # vendor VFIO: fixed "UUIDs" are virtual functions (the boot unit's saved placement); the
+                # others take the first free VF that no fixed one names
+                pins = [vf for vf in wanted_uuids if vf in free] if gpu["layout"] == "vfio" else []
+                spare = [vf for vf in free if vf not in fixed_all] or free
+                parent = pins[0] if pins else spare[0]
+                free.remove(parent)
+                if parent in wanted_uuids:
+                    wanted_uuids.remove(parent)
             if gpu["layout"] == "vfio":
                 uuid = parent           # a vendor-VFIO vGPU has no UUID: its virtual function names it
             else:

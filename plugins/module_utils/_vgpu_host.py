@@ -23,6 +23,11 @@ numbers them):
 * MIG mode and GPU instances through NVML, for MIG-backed types;
 * mdevctl's definitions (``mdevctl list --defined --dumpjson``), for persistence.
 
+Persistence on SR-IOV and vendor-VFIO hosts (``boot_dir`` and ``boot_unit``, see ``_vgpu_boot``): the module
+installs this file's import closure under the boot directory (``_boot``), saves the vGPUs it leaves (UUIDs,
+or virtual functions on vendor VFIO) in a state file and enables a oneshot unit that runs
+:func:`boot_main` at boot, so the same code that Ansible ran enables the VFs and creates the vGPUs again.
+
 sysfs attributes are the kernel's interface and are written in place: never created, never through a
 link that leaves ``/sys``, one short write each (kernel-doc ``sysfs.rst``), so ``atomic_move`` does not
 apply to them.  mdevctl writes its own files under ``/etc/mdevctl.d``.
@@ -30,6 +35,7 @@ apply to them.  mdevctl writes its own files under ``/etc/mdevctl.d``.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -41,9 +47,12 @@ try:
 except ImportError:  # pragma: no cover - the module reports it
     yaml = None
 
-from ansible_collections.gpuops.sharing.plugins.module_utils import _vgpu, _vgpu_types
+from ansible_collections.gpuops.sharing.plugins.module_utils import _boot, _host, _vgpu, _vgpu_boot, _vgpu_types
 from ansible_collections.gpuops.sharing.plugins.module_utils._catalogue import find_device
-from ansible_collections.gpuops.sharing.plugins.module_utils._runner import Op
+from ansible_collections.gpuops.sharing.plugins.module_utils._nvml_base import NvmlError
+from ansible_collections.gpuops.sharing.plugins.module_utils._runner import Op, RunError, run
+
+BOOT_ENTRY = "gpuops-vgpu-apply"
 
 SYS = "/sys"
 MAX_READ = 65536
@@ -59,7 +68,7 @@ class HostError(RuntimeError):
         return str(self)
 
 
-ERRORS = (_vgpu.ConfigError, _vgpu.PlanError, HostError)
+ERRORS = (_vgpu.ConfigError, _vgpu.PlanError, HostError, OSError)
 
 
 def _p(*parts: str) -> str:
@@ -228,7 +237,20 @@ class HostVgpu:
     errors = ERRORS
 
     def __init__(self, run_command, entries: list[dict], uuids: dict | None = None, force: bool = False,
-                 sriov_manage: str | None = None, mdevctl: str | None = None, virsh: str | None = None, nv=None):
+                 sriov_manage: str | None = None, mdevctl: str | None = None, virsh: str | None = None, nv=None,
+                 boot_dir: str | None = None, boot_sources: dict | None = None, boot_unit: dict | None = None,
+                 systemctl: str | None = None, atomic_move=None, saved: list[dict] | None = None):
+        """``boot_unit``: the validated option (``_vgpu_boot.validate``); ``saved``: the boot state file's GPUs
+        (``_vgpu_boot.parse_state``), which the boot-time run applies instead of ``entries`` and ``uuids``."""
+        self.boot_dir = boot_dir
+        self.boot_sources = boot_sources or {}
+        self.boot_unit = boot_unit
+        self.systemctl = systemctl
+        self.atomic_move = atomic_move
+        self.saved = saved
+        self.boot_files: dict = {}
+        self.boot_current: dict = {}
+        self.unit_enabled: bool | None = None
         self.run = run_command
         self.entries = entries
         self.uuids_raw = uuids or {}
@@ -241,6 +263,11 @@ class HostVgpu:
 
     # ------------------------------------------------------------------ observe
     def observe(self) -> dict:
+        state = self._devices()
+        self._observe_boot()
+        return state
+
+    def _devices(self) -> dict:
         bdfs = nvidia_gpus()
         mdev_bus = set(listdir(_p("class/mdev_bus")))
         groups = open_vfio_groups()
@@ -249,6 +276,25 @@ class HostVgpu:
         gpus = [self.read_gpu(i, bdf, mdev_bus, groups, domains, mig.get(bdf)) for i, bdf in enumerate(bdfs)]
         return {"gpus": gpus, "iommu": bool(listdir(_p("kernel/iommu_groups"))),
                 "defined": self._defined()}
+
+    def _observe_boot(self) -> None:
+        if self.boot_dir:
+            entry = _boot.entry_point("creates the vGPU devices again at boot (gpuops-vgpu.service)", "_vgpu_host",
+                                      "boot_main")
+            self.boot_files = _boot.files(self.boot_dir, self.boot_sources, _boot.COLLECTION_VERSION, BOOT_ENTRY,
+                                          entry)
+            if self.boot_unit:
+                self.boot_files[_vgpu_boot.unit_path(self.boot_unit)] = _vgpu_boot.unit_text(
+                    self.boot_unit, os.path.join(self.boot_dir, BOOT_ENTRY))
+            state_file = _vgpu_boot.state_path(self.boot_unit) if self.boot_unit else None
+            self.boot_current = _host.read_installed([*self.boot_files, *([state_file] if state_file else [])],
+                                                     os.path.join(self.boot_dir, _boot.LIB_SUBDIR))
+        if self.boot_unit and self.systemctl:
+            self.unit_enabled = self._is_enabled(_vgpu_boot.unit_name(self.boot_unit))
+
+    def _is_enabled(self, unit: str) -> bool:
+        rc, out, _err = self.run([self.systemctl, "is-enabled", unit])
+        return rc == 0 and out.strip() in ("enabled", "enabled-runtime")
 
     def read_gpu(self, index: int, bdf: str, mdev_bus: set, groups: dict, domains: dict, mig: dict | None) -> dict:
         dev = _p("bus/pci/devices", bdf)
@@ -395,14 +441,18 @@ class HostVgpu:
     # ------------------------------------------------------------------ plan and check
     def plan(self, state: dict) -> list[Op]:
         gpus = state["gpus"]
-        self.wanted = _vgpu.desired(self.entries, gpus)
-        fixed = _vgpu.normalise_uuids(self.uuids_raw, gpus)
-        for index in fixed:
+        if self.saved is not None:        # at boot: the saved devices, with their UUIDs and VFs
+            self.entries, fixed = _vgpu_boot.boot_request(self.saved, gpus)
+            self.wanted = _vgpu.desired(self.entries, gpus)
+        else:
+            self.wanted = _vgpu.desired(self.entries, gpus)
+            fixed = _vgpu.normalise_uuids(self.uuids_raw, gpus)
+        for index in fixed if self.saved is None else ():
             if next(g for g in gpus if g["index"] == index)["layout"] == "vfio":
                 raise _vgpu.ConfigError(f"uuids: GPU {index} uses vendor-specific VFIO, where a vGPU has no UUID "
                                         f"(its virtual function names it); leave uuids out for it")
         for gpu in gpus:
-            if gpu["index"] in self.wanted and gpu["layout"] is None:
+            if any(self.wanted.get(gpu["index"], {}).values()) and gpu["layout"] is None:
                 raise _vgpu.PlanError(f"GPU {gpu['index']} ({gpu['bdf']}) {gpu['name']} offers no vGPU types: is the "
                                       f"NVIDIA vGPU manager (nvidia-vgpu-mgr) installed and running?")
         self.plans = _vgpu.plan(gpus, self.wanted, fixed, lambda: str(uuidlib.uuid4()), self.force,
@@ -415,6 +465,29 @@ class HostVgpu:
                 ops.append(Op(op["kind"], op["target"], op["text"], data))
             if gpu["layout"] in ("mdev", "sriov-mdev") and self.mdevctl:
                 ops += self._persistence(state, gpu, p)
+        return self._boot_ops(gpus) + ops
+
+    def _boot_ops(self, gpus: list[dict]) -> list[Op]:
+        """The boot code, the unit and the state file of the vGPUs the plan leaves (its UUIDs are drawn)."""
+        if not self.boot_dir:
+            return []
+        if self.boot_unit:
+            saved = []
+            for p in self.plans:
+                gpu = next(g for g in gpus if g["index"] == p["index"])
+                final = [dict(v) for v in p["kept"]] + [{"uuid": o["target"], "type_name": o["type_name"],
+                                                         "parent": o["parent"]}
+                                                        for o in p["ops"] if o["kind"] == "create"]
+                saved.append(_vgpu_boot.state_gpu(gpu["bdf"], gpu["layout"], final))
+            self.boot_files[_vgpu_boot.state_path(self.boot_unit)] = _vgpu_boot.state_text(saved)
+        ops = _boot.plan_files(self.boot_current, self.boot_files)
+        if self.boot_unit:
+            unit = _vgpu_boot.unit_name(self.boot_unit)
+            if any(op.target == _vgpu_boot.unit_path(self.boot_unit) for op in ops):
+                ops.append(Op("daemon_reload", "systemd", "systemctl daemon-reload"))
+            if not self.unit_enabled:
+                ops.append(Op("enable_unit", unit, f"enable {unit} (creates the vGPUs again at boot)",
+                              {"unit": unit}))
         return ops
 
     def _reuse(self, state) -> dict[int, dict[str, list[str]]]:
@@ -456,6 +529,9 @@ class HostVgpu:
 
     def check(self, state: dict, ops: list[Op]) -> list[str]:
         problems = []
+        if self.boot_unit and not self.systemctl:
+            problems.append("boot_unit needs systemd (systemctl was not found on this host); leave it out and "
+                            "create the vGPUs after each boot another way")
         if any(op.kind == "create" for op in ops) and not state["iommu"]:
             problems.append("the IOMMU is off (/sys/kernel/iommu_groups is empty): vGPUs need it; boot with "
                             "intel_iommu=on or amd_iommu=on and enable VT-d/AMD-Vi in the firmware")
@@ -490,6 +566,12 @@ class HostVgpu:
                                 f"{', '.join(sorted(offered)) or 'nothing'})")
             write(_p("bus/pci/devices", d["parent"], "nvidia", "current_vgpu_type"), f"{offered[d['type_name']]}\n")
             return f"create vGPU {d['type_name']} (type id {offered[d['type_name']]}) on {d['parent']}"
+        elif op.kind == "create" and os.path.lexists(_p("bus/mdev/devices", d["target"])):
+            # at boot, mdevctl's udev rule may have started a defined vGPU as its VF appeared
+            parent = os.path.basename(os.path.dirname(os.path.realpath(_p("bus/mdev/devices", d["target"]))))
+            if parent != d["parent"]:
+                raise HostError(f"vGPU {d['target']} appeared on {parent} while it was being created on {d['parent']}")
+            return f"create vGPU {d['target']} ({d['type_name']}) on {d['parent']}: it was there already (mdevctl)"
         elif op.kind == "create":
             offered = {t["name"]: t["mdev_type"] for t in mdev_types(d["parent"])}
             if d["type_name"] not in offered:
@@ -497,6 +579,15 @@ class HostVgpu:
                                 f"{', '.join(sorted(offered)) or 'none'})")
             write(_p("class/mdev_bus", d["parent"], "mdev_supported_types", offered[d["type_name"]], "create"),
                   d["target"] + "\n")
+        elif op.kind == "write_file":
+            _host.write_file(d["path"], d["text"], d["mode"], self.atomic_move)
+        elif op.kind == "remove_file":
+            _host.remove_file(d["path"])
+        elif op.kind in ("daemon_reload", "enable_unit"):
+            argv = ["daemon-reload"] if op.kind == "daemon_reload" else ["enable", d["unit"]]
+            rc, out, err = self.run([self.systemctl, *argv])
+            if rc != 0:
+                raise HostError(f"systemctl {' '.join(argv)} failed: {(err or out).strip()}")
         elif op.kind in ("define", "undefine"):
             argv = [self.mdevctl, op.kind, "-u", op.target] + (["--auto"] if op.kind == "define" else [])
             rc, out, err = self.run(argv)
@@ -507,9 +598,15 @@ class HostVgpu:
         return None
 
     def verify(self, state: dict, ops: list[Op]) -> list[str]:
-        after = self.observe()
+        after = self._devices()
         self.after = after
         problems = []
+        for path, text in self.boot_files.items():
+            if _host.read_managed(path) != text:
+                problems.append(f"{path} does not hold what was written to it")
+        if any(op.kind == "enable_unit" for op in ops) and not self._is_enabled(_vgpu_boot.unit_name(self.boot_unit)):
+            problems.append(f"{_vgpu_boot.unit_name(self.boot_unit)} is not enabled after enabling it; see "
+                            f"systemctl status {_vgpu_boot.unit_name(self.boot_unit)}")
         for gpu in after["gpus"]:
             want = self.wanted.get(gpu["index"])
             if want is None:
@@ -542,8 +639,16 @@ class HostVgpu:
                 "kept": len(p["kept"]), "removed": len(p["removed"]),
                 "created": sum(1 for o in p["ops"] if o["kind"] == "create"),
             })
+        boot = None
+        if self.boot_dir:
+            prefix = self.boot_dir.rstrip("/") + "/"
+            boot = {"dir": self.boot_dir, "entry_point": os.path.join(self.boot_dir, BOOT_ENTRY),
+                    "version": self.boot_files[os.path.join(self.boot_dir, "VERSION")].splitlines()[0],
+                    "files": sorted(p for p in self.boot_files if p.startswith(prefix)),
+                    "unit": _vgpu_boot.unit_path(self.boot_unit) if self.boot_unit else None,
+                    "state_file": _vgpu_boot.state_path(self.boot_unit) if self.boot_unit else None}
         return {"gpus": gpus, "kept": sum(g["kept"] for g in gpus), "destroyed": sum(g["removed"] for g in gpus),
-                "created": sum(g["created"] for g in gpus)}
+                "created": sum(g["created"] for g in gpus), "boot": boot}
 
     def diff(self, result: dict) -> dict:
         before, after = [], []
@@ -554,3 +659,46 @@ class HostVgpu:
             before += [f"GPU {p['index']}: {x}" for x in sorted(kept + gone)]
             after += [f"GPU {p['index']}: {x}" for x in sorted(kept + new)]
         return {"before": "\n".join(before) + "\n" if before else "", "after": "\n".join(after) + "\n" if after else ""}
+
+
+def apply_state_file(path: str, run_command, sriov_manage: str | None, mdevctl: str | None, log=None) -> dict:
+    """Create the vGPUs the state file ``path`` saved (the boot-time run of ``gpuops-vgpu.service``)."""
+    saved = _vgpu_boot.parse_state(_host.read_managed(path) or "", path) if os.path.isfile(path) else None
+    if saved is None:
+        raise _vgpu.ConfigError(f"{path} is missing or not a regular file; run the vgpu_devices module again")
+    mig_backed = any(_vgpu.parse_type(v["type_name"])["g"] for g in saved for v in g["vgpus"])
+    tools = {"sriov_manage": sriov_manage, "mdevctl": mdevctl, "saved": saved}
+    if not mig_backed:
+        return run(HostVgpu(run_command, [], **tools), check_mode=False, log=log)
+    from ansible_collections.gpuops.sharing.plugins.module_utils._nvml import Nvml  # only MIG-backed types need it
+
+    with Nvml() as nv:
+        return run(HostVgpu(run_command, [], nv=nv, **tools), check_mode=False, log=log)
+
+
+def _tool(argv_value: str | None, *candidates: str) -> str | None:
+    for path in ([argv_value] if argv_value else list(candidates)):
+        if path and os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    return None
+
+
+def boot_main(argv: list[str], run_command, out) -> int:
+    """``gpuops-vgpu-apply``, which ``gpuops-vgpu.service`` runs at boot (the entry script calls this)."""
+    parser = argparse.ArgumentParser(prog=BOOT_ENTRY, description="Create the saved vGPU devices (gpuops.sharing).")
+    parser.add_argument("--state-file", required=True)
+    parser.add_argument("--sriov-manage", help="default: /usr/lib/nvidia/sriov-manage")
+    parser.add_argument("--mdevctl", help="default: mdevctl in /usr/sbin or /usr/bin")
+    args = parser.parse_args(argv)
+    sriov = _tool(args.sriov_manage, "/usr/lib/nvidia/sriov-manage", *(os.path.join(d, "sriov-manage")
+                                                                        for d in os.environ.get("PATH", "").split(":")))
+    mdevctl = _tool(args.mdevctl, "/usr/sbin/mdevctl", "/usr/bin/mdevctl")
+    try:
+        result = apply_state_file(args.state_file, run_command, sriov, mdevctl, log=out)
+    except (RunError, NvmlError) + ERRORS as exc:
+        out(f"{BOOT_ENTRY}: {getattr(exc, 'message', exc)}")
+        return 1
+    for gpu in result["gpus"]:
+        out(f"GPU {gpu['index']} ({gpu['pci_bus_id']}): " + (", ".join(
+            f"{v['type_name']} {v['uuid'] or v['parent']}" for v in gpu["vgpus"]) or "no vGPUs"))
+    return 0

@@ -191,6 +191,8 @@ author:
 """
 
 EXAMPLES = r"""
+# Profile names carry the memory of the model they are for: 3g.40gb is on 80 GB GPUs (A100 80GB,
+# H100 80GB), 3g.20gb on the A100 40GB (docs/mig-profiles.md has every model's profiles).
 - name: Two 3g.40gb instances on every H100 of the host
   gpuops.sharing.mig:
     config:
@@ -201,6 +203,7 @@ EXAMPLES = r"""
           3g.40gb: 2
   become: true
 
+# For an A100 40GB (1g.5gb, 2g.10gb, 3g.20gb are its profiles)
 - name: A mixed A100 layout that creating in listed order cannot reach (the module places it as a whole)
   gpuops.sharing.mig:
     config:
@@ -212,6 +215,7 @@ EXAMPLES = r"""
           3g.20gb: 1
   become: true
 
+# For a host with at least 4 GPUs of 80 GB (A100 80GB or H100 80GB: 1c.7g.80gb is theirs)
 - name: Seven MIG devices in one full-size GPU instance, and MIG off on GPU 3
   gpuops.sharing.mig:
     config:
@@ -229,12 +233,14 @@ EXAMPLES = r"""
     config_name: all-balanced
   become: true
 
+# all-1g.10gb has an entry per model (device-filter): seven on 80 GB A100s and H100s, four on A100 40GB
 - name: Apply a configuration from the GPU Operator's ConfigMap, saved with kubectl get configmap -o yaml
   gpuops.sharing.mig:
     config_file: /root/default-mig-parted-config.yaml
     config_name: all-1g.10gb
   become: true
 
+# seven 1g.10gb: an 80 GB A100 or H100 (an A100 40GB has at most four 1g.10gb; its seven are 1g.5gb)
 - name: Change MIG mode without resetting busy GPUs; reboot later
   gpuops.sharing.mig:
     config:
@@ -251,6 +257,7 @@ EXAMPLES = r"""
   when: mig.reboot_required
   become: true
 
+# 3g.40gb: an 80 GB A100 or H100
 - name: Change the layout with DCGM stopped around the change, and install the boot-time code
   gpuops.sharing.mig:
     config:

@@ -241,6 +241,7 @@ EXAMPLES = r"""
     targets: [all]
     default_active_thread_percentage: 25
     default_device_pinned_mem_limit: 4G
+    manage_daemon: true   # or systemd: {} (below), or daemons you start yourself
   become: true
 
 - name: Two GPUs, daemons started by the module (host without systemd)
@@ -250,18 +251,26 @@ EXAMPLES = r"""
     default_client_priority: 1
   become: true
 
-- name: Update running servers too (refused while clients are connected)
+- name: Raise the thread share; running servers and their clients keep the old limits
   gpuops.sharing.mps:
     targets: [all]
     default_active_thread_percentage: 50
-    restart_servers: true
   register: mps
   become: true
 
 - name: Tell which clients still run with the old limits
   ansible.builtin.debug:
-    msg: "{{ mps.targets | selectattr('restart_required') | map(attribute='name') | list }}"
+    msg: >-
+      client PIDs {{ mps.targets | map(attribute='servers') | flatten | selectattr('stale')
+      | map(attribute='clients') | flatten | list }} get the new limits when they reconnect
   when: mps.restart_required
+
+- name: Update running servers too (refused while clients are connected, unless force)
+  gpuops.sharing.mps:
+    targets: [all]
+    default_active_thread_percentage: 50
+    restart_servers: true
+  become: true
 
 - name: Every daemon as a systemd unit, stale ones of removed MIG devices pruned, in one call
   gpuops.sharing.mps:

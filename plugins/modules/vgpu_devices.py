@@ -74,6 +74,46 @@ options:
       - Remove vGPUs that a VM uses when the configuration needs them gone.
     type: bool
     default: false
+  boot_dir:
+    description:
+      - Install the code that creates the vGPUs again at boot in this directory; that is the entry point
+        C(gpuops-vgpu-apply), every C(module_utils) file it imports (followed through their imports, from this
+        module's own code, so nothing is left out when the collection changes), and a C(VERSION) stamp naming
+        the collection version and a digest of the files. Files there that the code no longer needs are removed.
+      - The P(gpuops.sharing.vgpu_host#role) role sets it to C(/usr/local/lib/gpuops-sharing/vgpu).
+      - Files are written through a temporary file and an atomic rename, never through a symbolic link.
+    type: path
+  boot_unit:
+    description:
+      - Also write and enable the systemd oneshot unit that creates the vGPUs again at every boot with the boot
+        code of O(boot_dir) (which it needs). SR-IOV virtual functions enabled by C(sriov-manage) and vendor-VFIO
+        vGPUs do not survive a reboot; on mdev layouts C(mdevctl) brings back the definitions, and the unit enables
+        the virtual functions they sit on.
+      - The vGPUs the run leaves on the selected GPUs are saved in C(<config_dir>/devices.json), each with its
+        UUID (mdev) or its virtual function (vendor VFIO), so a VM finds its device again after a reboot.
+      - The unit runs after NVIDIA's vGPU manager (C(nvidia-vgpud), C(nvidia-vgpu-mgr)) and C(gpuops-mig)
+        (MIG-backed types need their GPU instances) and before libvirt (C(libvirtd), C(virtqemud),
+        C(libvirt-guests)).
+      - In the steady state this is one C(systemctl is-enabled) call; C(systemctl daemon-reload) and
+        C(systemctl enable) run only when the unit changed or is not enabled.
+    type: dict
+    suboptions:
+      name:
+        description: The unit's name.
+        type: str
+        default: gpuops-vgpu
+      unit_dir:
+        description: Where the unit is written.
+        type: str
+        default: /etc/systemd/system
+      python:
+        description: The host's Python (3.9 or newer; with nvidia-ml-py for MIG-backed types) that runs the boot code.
+        type: str
+        default: /usr/bin/python3
+      config_dir:
+        description: Where the saved devices, C(devices.json), are written.
+        type: str
+        default: /etc/gpuops/vgpu
 requirements:
   - NVIDIA vGPU manager (C(nvidia-vgpu-mgr)) on the host, the IOMMU enabled.
   - mdevctl, for mdev layouts.
@@ -81,8 +121,8 @@ requirements:
 notes:
   - MIG-backed types need MIG mode and one GPU instance of the type's profile per vGPU; create those first with
     M(gpuops.sharing.mig).
-  - Virtual functions enabled by C(sriov-manage) do not survive a reboot; run this module again at boot on SR-IOV
-    and vendor-VFIO hosts.
+  - Virtual functions enabled by C(sriov-manage) do not survive a reboot; use O(boot_unit) on SR-IOV and
+    vendor-VFIO hosts (the P(gpuops.sharing.vgpu_host#role) role does).
 seealso:
   - name: NVIDIA vgpu-device-manager
     description: The configuration format.
@@ -173,6 +213,30 @@ destroyed:
   description: vGPUs removed (or that would be, in check mode); the fewest the configuration allows.
   returned: always
   type: int
+boot:
+  description: The boot code installed with O(boot_dir) (V(null) without it).
+  returned: always
+  type: dict
+  contains:
+    dir:
+      description: O(boot_dir).
+      type: str
+    entry_point:
+      description: The script the unit runs, C(<boot_dir>/gpuops-vgpu-apply).
+      type: str
+    version:
+      description: The first line of the C(VERSION) stamp (the collection version).
+      type: str
+    files:
+      description: Every file the boot code is made of.
+      type: list
+      elements: str
+    unit:
+      description: The unit written with O(boot_unit) (V(null) without it).
+      type: str
+    state_file:
+      description: The saved devices the unit applies (V(null) without O(boot_unit)).
+      type: str
 operations:
   description: The planned operations, one sentence each.
   returned: always
@@ -187,11 +251,12 @@ done:
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.gpuops.sharing.plugins.module_utils import _host, _vgpu, _vgpu_host
+from ansible_collections.gpuops.sharing.plugins.module_utils import _boot, _host, _vgpu, _vgpu_boot, _vgpu_host
 from ansible_collections.gpuops.sharing.plugins.module_utils._nvml import HAS_PYNVML, PYNVML_IMPORT_ERROR, Nvml, NvmlError
 from ansible_collections.gpuops.sharing.plugins.module_utils._runner import run_module
 
-EMPTY = {"changed": False, "gpus": [], "kept": 0, "created": 0, "destroyed": 0, "operations": [], "done": []}
+EMPTY = {"changed": False, "gpus": [], "kept": 0, "created": 0, "destroyed": 0, "operations": [], "done": [],
+         "boot": None}
 
 
 def main() -> None:
@@ -202,6 +267,13 @@ def main() -> None:
             "config_name": {"type": "str"},
             "uuids": {"type": "dict"},
             "force": {"type": "bool", "default": False},
+            "boot_dir": {"type": "path"},
+            "boot_unit": {"type": "dict", "options": {
+                "name": {"type": "str", "default": "gpuops-vgpu"},
+                "unit_dir": {"type": "str", "default": "/etc/systemd/system"},
+                "python": {"type": "str", "default": "/usr/bin/python3"},
+                "config_dir": {"type": "str", "default": "/etc/gpuops/vgpu"},
+            }},
         },
         mutually_exclusive=[("config", "config_file")],
         required_one_of=[("config", "config_file")],
@@ -214,10 +286,15 @@ def main() -> None:
             entries = _vgpu.parse_entries(p["config"], "config")
         else:
             entries = _vgpu_host.load_config_file(p["config_file"], p["config_name"])
+        if p["boot_unit"] is not None:
+            _vgpu_boot.validate(p["boot_unit"], p["boot_dir"])
         mig_backed = any(_vgpu.parse_type(t)["g"] for e in entries for t in e["vgpu_devices"])
         tools = {"run_command": _host.module_runner(module), "entries": entries, "uuids": p["uuids"],
                  "force": p["force"], "sriov_manage": module.get_bin_path("sriov-manage", opt_dirs=["/usr/lib/nvidia"]),
-                 "mdevctl": module.get_bin_path("mdevctl"), "virsh": module.get_bin_path("virsh")}
+                 "mdevctl": module.get_bin_path("mdevctl"), "virsh": module.get_bin_path("virsh"),
+                 "boot_dir": p["boot_dir"], "boot_unit": p["boot_unit"], "atomic_move": module.atomic_move,
+                 "boot_sources": _boot.closure(["_host", "_vgpu_host"], _boot.payload_source) if p["boot_dir"] else None,
+                 "systemctl": module.get_bin_path("systemctl") if p["boot_unit"] is not None else None}
         if mig_backed and not HAS_PYNVML:
             module.fail_json(msg=missing_required_lib("nvidia-ml-py") + " (MIG-backed vGPU types need the GPU "
                              "instances, read through NVML)", exception=PYNVML_IMPORT_ERROR, **EMPTY)

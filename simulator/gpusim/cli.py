@@ -100,7 +100,7 @@ def cmd_process(args) -> None:
     with st.transaction(args.state) as data:
         try:
             if args.action == "add":
-                device.add_process(data, args.gpu, args.pid, args.name, args.memory, args.gi, args.ci, args.live)
+                device.add_process(data, args.gpu, args.pid, args.name, args.memory, args.gi, args.ci, args.live, args.type)
             elif args.action == "remove" and not device.remove_process(data, args.pid, args.gpu):
                 _fail(f"no process {args.pid}")
         except device.DriverError as exc:
@@ -269,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory", type=int, default=1024, help="MiB")
     p.add_argument("--gi", type=int)
     p.add_argument("--ci", type=int)
+    p.add_argument("--type", default="C", choices=device.PROCESS_TYPES,
+                   help="what nvidia-smi's Type column shows (M+C: an MPS client)")
     p.add_argument("--live", action="store_true",
                    help="PID of a real process: the driver forgets it once the process exits")
     p.set_defaults(func=cmd_process)

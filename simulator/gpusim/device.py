@@ -538,8 +538,15 @@ def reboot(state: dict) -> None:
 
 # --------------------------------------------------------------------------- processes
 
+PROCESS_TYPES = ("C", "G", "C+G", "M", "M+C")
+
+
 def add_process(state: dict, index: int, pid: int, name: str = "python3", used_memory_mib: int = 1024,
-                gi_id: int | None = None, ci_id: int | None = None, live: bool = False) -> dict:
+                gi_id: int | None = None, ci_id: int | None = None, live: bool = False, kind: str = "C") -> dict:
+    """A process on a GPU or MIG device; ``kind`` is what nvidia-smi's Type column shows (nvidia-smi(1):
+    C compute, G graphics, C+G both; M+C an MPS client, as real summaries show it)."""
+    if kind not in PROCESS_TYPES:
+        raise DriverError("INVALID_ARGUMENT", f"process type {kind!r}: one of {', '.join(PROCESS_TYPES)}")
     gpu = get_gpu(state, index)
     if gpu["mig_current"]:
         if gi_id is None or ci_id is None:
@@ -550,6 +557,8 @@ def add_process(state: dict, index: int, pid: int, name: str = "python3", used_m
         raise DriverError("INVALID_ARGUMENT", f"GPU {index} is not in MIG mode; --gi/--ci do not apply")
     proc = {"pid": int(pid), "name": name, "used_memory_mib": int(used_memory_mib), "gi_id": gi_id, "ci_id": ci_id,
             "live": bool(live)}
+    if kind != "C":
+        proc["type"] = kind
     gpu["processes"] = [p for p in gpu["processes"] if p["pid"] != proc["pid"]] + [proc]
     return proc
 

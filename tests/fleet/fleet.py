@@ -55,7 +55,8 @@ HOSTS_FILE = os.path.join(HERE, "hosts.yml")
 SUBNET = ipaddress.ip_network(os.environ.get("FLEET_SUBNET", "10.213.0.0/24"))
 MIRROR = os.environ.get("FLEET_MIRROR", "http://deb.debian.org/debian")
 SUITE = "bookworm"
-PACKAGES = ["systemd", "systemd-sysv", "dbus", "python3", "python3-yaml", "openssh-server", "iproute2"]
+PACKAGES = ["systemd", "systemd-sysv", "dbus", "python3", "python3-yaml", "openssh-server", "iproute2",
+            "fuse3", "mdevctl"]   # vGPU hosts: gpusim's FUSE sysfs and the real mdevctl
 # the real containerd of k8s_gpu_nodes hosts (Debian's package; not started at boot, see customise_image)
 PACKAGES += ["containerd"]
 NETNS_PREFIX = "gpuops-fleet-"
@@ -117,10 +118,20 @@ def real_binding() -> str:
     return spec.origin
 
 
+def fuse_binding() -> str:
+    """mfusepy of the project's virtualenv (requirements/main.txt): gpusim's FUSE sysfs on vGPU hosts."""
+    spec = importlib.machinery.PathFinder.find_spec("mfusepy", sys.path)
+    if spec is None or spec.origin is None:
+        raise FleetError("run the harness with the project's virtualenv python (it needs mfusepy)")
+    return spec.origin
+
+
 def image_key() -> str:
-    with open(real_binding(), "rb") as fh:
-        binding = hashlib.sha256(fh.read()).hexdigest()
-    return hashlib.sha256(json.dumps([SUITE, PACKAGES, binding, IMAGE_PYTHON, 3]).encode()).hexdigest()[:12]
+    digests = []
+    for path in (real_binding(), fuse_binding()):
+        with open(path, "rb") as fh:
+            digests.append(hashlib.sha256(fh.read()).hexdigest())
+    return hashlib.sha256(json.dumps([SUITE, PACKAGES, digests, IMAGE_PYTHON, 4]).encode()).hexdigest()[:12]
 
 
 def build_image() -> str:
@@ -155,6 +166,10 @@ def customise_image(rootfs: str) -> None:
 
     # the real binding where a distribution package puts it; gpusim's shim ahead of it
     shutil.copy2(real_binding(), path("/usr/lib/python3/dist-packages/pynvml.py"))
+    shutil.copy2(fuse_binding(), path("/usr/lib/python3/dist-packages/mfusepy.py"))
+    # NVIDIA's vGPU manager tools where the manager package puts them (gpusim's sriov-manage)
+    os.makedirs(path("/usr/lib/nvidia"), exist_ok=True)
+    os.symlink("/opt/gpusim/bin/sriov-manage", path("/usr/lib/nvidia/sriov-manage"))
     site = path(f"/usr/local/lib/{IMAGE_PYTHON}/dist-packages")
     os.makedirs(site, exist_ok=True)
     os.symlink("/opt/gpusim/pynvml.py", os.path.join(site, "pynvml.py"))
@@ -249,6 +264,8 @@ def prepare_host(image: str, index: int, name: str, spec: dict, pubkey: str) -> 
     for unit in sorted(os.listdir(units)) if os.path.isdir(units) else []:
         with open(os.path.join(units, unit)) as fh:
             write(f"/lib/systemd/system/{unit}", fh.read())
+    if spec.get("vgpu_host"):
+        vgpu_host_files(write, merged)
     mine, theirs = addresses(index)
     netns, link = f"{NETNS_PREFIX}{index}", f"{LINK_PREFIX}{index}"
     run(["ip", "netns", "add", netns])
@@ -261,10 +278,74 @@ def prepare_host(image: str, index: int, name: str, spec: dict, pubkey: str) -> 
     run(["ip", "-n", netns, "link", "set", "eth0", "up"])
     run(["ip", "-n", netns, "link", "set", "lo", "up"])
     info = {"name": name, "index": index, "address": theirs, "netns": netns, "root": merged,
+            "vgpu_host": bool(spec.get("vgpu_host")),
             "state": os.path.join(state_dir, "state.json"), "state_dir": state_dir}
     with open(os.path.join(hdir, "host.json"), "w") as fh:
         json.dump(info, fh)
     return info
+
+
+# A vGPU host's kernel interfaces: gpusim serves its sysfs through FUSE (simulator/gpusim/sysfs.py) at
+# /run/gpusim-sys, and the unit binds the parts the vGPU manager's kernel side would create over the
+# container's /sys (the machine's sysfs, read-only, as systemd-nspawn mounts it): /sys/bus and /sys/class
+# (mdev_bus and bus/mdev do not exist without the mdev module), the PCI devices they link to, and the IOMMU
+# groups. Before the vGPU manager's stand-in and every unit that opens them (gpuops-vgpu, libvirt).
+GPUSIM_SYSFS_UNIT = """# gpusim's live /sys of a simulated vGPU hypervisor (tests/fleet/fleet.py); not on real hosts.
+[Unit]
+Description=gpusim sysfs of the simulated vGPU host (FUSE), bound over /sys
+After=local-fs.target
+Before=nvidia-vgpu-mgr.service gpuops-vgpu.service libvirtd.service
+
+[Service]
+Type=simple
+ExecStartPre=/bin/mkdir -p /run/gpusim-sys
+ExecStart=/usr/bin/python3 -m gpusim sysfs mount /run/gpusim-sys
+ExecStartPost=/usr/local/sbin/gpusim-sysfs-bind
+
+[Install]
+WantedBy=multi-user.target
+"""
+GPUSIM_SYSFS_BIND = """#!/bin/sh
+# Bind gpusim's FUSE sysfs over the vGPU paths of /sys (gpusim-sysfs.service, ExecStartPost).
+set -eu
+i=0
+until mountpoint -q /run/gpusim-sys; do
+  i=$((i + 1)); [ "$i" -lt 200 ] || { echo "gpusim sysfs did not mount /run/gpusim-sys" >&2; exit 1; }
+  sleep 0.1
+done
+for part in bus class devices/pci0000:00 kernel/iommu_groups; do
+  [ -d "/sys/$part" ] || { echo "/sys/$part is missing: nothing to bind gpusim's $part over" >&2; exit 1; }
+  mount --bind "/run/gpusim-sys/$part" "/sys/$part"
+done
+"""
+# The vGPU manager's stand-in: the unit NVIDIA's vGPU manager package installs (nvidia-vgpu-mgr.service)
+# and its daemon's path, which the vgpu_host role's preflight looks for; the daemon does nothing here.
+VGPU_MGR_UNIT = """# Stand-in for NVIDIA's nvidia-vgpu-mgr.service on the fleet's simulated vGPU hosts (tests/fleet/fleet.py).
+[Unit]
+Description=NVIDIA vGPU Manager Daemon (gpusim stand-in)
+After=gpusim-sysfs.service
+Requires=gpusim-sysfs.service
+
+[Service]
+Type=simple
+ExecStart=/usr/bin/nvidia-vgpu-mgr
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def vgpu_host_files(write, root: str) -> None:
+    write("/etc/systemd/system/gpusim-sysfs.service", GPUSIM_SYSFS_UNIT)
+    write("/usr/local/sbin/gpusim-sysfs-bind", GPUSIM_SYSFS_BIND, 0o755)
+    write("/etc/systemd/system/nvidia-vgpu-mgr.service", VGPU_MGR_UNIT)
+    write("/usr/bin/nvidia-vgpu-mgr", "#!/bin/sh\n# gpusim stand-in for NVIDIA's vGPU manager daemon\nexec sleep infinity\n",
+          0o755)
+    wants = os.path.join(root, "etc/systemd/system/multi-user.target.wants")
+    os.makedirs(wants, exist_ok=True)
+    for unit in ("gpusim-sysfs.service", "nvidia-vgpu-mgr.service"):
+        with contextlib.suppress(FileExistsError):
+            os.symlink(f"/etc/systemd/system/{unit}", os.path.join(wants, unit))
 
 
 def boot(info: dict) -> None:
@@ -277,7 +358,8 @@ def boot(info: dict) -> None:
         proc = subprocess.Popen(
             ["sh", "-c", enter + 'exec "$@"', "sh", "systemd-nspawn", "--register=no", "--keep-unit", "-b", "-D", info["root"], "-M", info["name"],
              f"--network-namespace-path=/run/netns/{info['netns']}", "--console=read-only",
-             f"--bind-ro={ROOT}:/opt/gpuops", f"--bind={info['state_dir']}:/var/lib/gpusim"],
+             f"--bind-ro={ROOT}:/opt/gpuops", f"--bind={info['state_dir']}:/var/lib/gpusim",
+             *(["--bind=/dev/fuse"] if info.get("vgpu_host") else [])],
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     with open(os.path.join(hdir, "nspawn.pid"), "w") as fh:
         fh.write(f"{proc.pid}\n")

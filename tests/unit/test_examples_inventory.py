@@ -26,7 +26,20 @@ def groups(node: dict, found: dict | None = None) -> dict[str, list[str]]:
 
 
 INVENTORY_GROUPS = groups(load(os.path.join(INVENTORY, "hosts.yml"))["all"])
-PLAYS = load(os.path.join(ROOT, "playbooks", "site.yml"))
+
+
+def plays(path: str) -> list[dict]:
+    """The plays of a playbook, with those of the playbooks it imports (vgpu_hypervisor.yml)."""
+    out = []
+    for play in load(path):
+        if "ansible.builtin.import_playbook" in play:
+            out += plays(os.path.join(os.path.dirname(path), play["ansible.builtin.import_playbook"]))
+        else:
+            out.append(play)
+    return out
+
+
+PLAYS = plays(os.path.join(ROOT, "playbooks", "site.yml"))
 
 
 def roles_of(group: str) -> list[str]:
@@ -40,7 +53,7 @@ def options(role: str) -> dict:
 
 def test_every_group_site_yml_configures_has_hosts():
     wanted = {g for play in PLAYS for g in str(play["hosts"]).split(":") if g != "all"}
-    assert wanted == {"mig_training", "mig_inference", "mps_inference", "vgpu_guests"}
+    assert wanted == {"mig_training", "mig_inference", "mps_inference", "vgpu_guests", "vgpu_hosts"}
     assert {g: INVENTORY_GROUPS.get(g) for g in wanted if not INVENTORY_GROUPS.get(g)} == {}
 
 

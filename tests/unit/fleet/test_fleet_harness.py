@@ -89,3 +89,27 @@ def test_checks_are_split_by_phase(monkeypatch):
     assert not [n for n in after_apply if "reboot" in n]
     monkeypatch.setenv("FLEET_CHECKS", "nothing-by-this-name")
     assert fleet.checks("after_reboot") == []
+
+
+def test_vgpu_hosts_are_rebooted_hypervisors_of_both_layouts():
+    hosts = fleet.load_hosts()
+    vgpu = {name: spec for name, spec in hosts.items() if "vgpu_hosts" in spec["groups"]}
+    assert {spec["model"] for spec in vgpu.values()} >= {"A100-SXM4-40GB", "L40S"}
+    assert all(spec.get("vgpu_host") and spec.get("reboot") for spec in vgpu.values())
+
+
+def test_vgpu_host_files_serve_the_fuse_sysfs_before_the_vgpu_manager(tmp_path):
+    written = {}
+
+    def write(path, content, mode=0o644):
+        written[path] = (content, mode)
+    fleet.vgpu_host_files(write, str(tmp_path))
+    unit = written["/etc/systemd/system/gpusim-sysfs.service"][0]
+    assert "ExecStart=/usr/bin/python3 -m gpusim sysfs mount /run/gpusim-sys\n" in unit
+    assert "Before=nvidia-vgpu-mgr.service gpuops-vgpu.service libvirtd.service\n" in unit
+    bind = written["/usr/local/sbin/gpusim-sysfs-bind"]
+    assert bind[1] == 0o755 and "for part in bus class devices/pci0000:00 kernel/iommu_groups; do" in bind[0]
+    assert "Requires=gpusim-sysfs.service\n" in written["/etc/systemd/system/nvidia-vgpu-mgr.service"][0]
+    wants = tmp_path / "etc/systemd/system/multi-user.target.wants"
+    assert sorted(os.listdir(wants)) == ["gpusim-sysfs.service", "nvidia-vgpu-mgr.service"]
+    assert os.readlink(wants / "gpusim-sysfs.service") == "/etc/systemd/system/gpusim-sysfs.service"

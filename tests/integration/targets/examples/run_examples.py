@@ -7,7 +7,9 @@ Each source (plugins/modules/<m>.py EXAMPLES; the ```yaml blocks of roles/<r>/RE
 scenario in scenarios.yml: the simulated host it needs (model, GPU count, vGPU guest), the
 files it reads, how the host's paths map into this run's folder (no test writes outside it), and
 per example whether it must succeed, must fail with a given message (`fails`), or is a known
-failure still to be fixed (`xfail`: it must still fail, so a fix shows up here; each is printed).
+failure still to be fixed (`xfail`: it must still fail, so a fix shows up here; each is printed),
+and the `gpusim` commands to run right before it (`before`: a client connecting to a daemon that
+an earlier example started).
 A module example or README block without a scenario entry is an error, so new examples are covered.
 
 Module examples of one source run in order in one play (later ones use what earlier ones
@@ -198,6 +200,11 @@ def main(out: str, only: list[str]) -> int:
                 defaults = (entries[key] or {}).get("module_defaults")
                 if not groups or groups[-1][0] != (host, defaults):
                     groups.append(((host, defaults), []))
+                for args in (entries[key] or {}).get("before", []):
+                    # what the example needs that its earlier examples do not make (a connected client)
+                    groups[-1][1].append({"name": "gpusim " + " ".join(args), "ansible.builtin.command": {
+                        "argv": ["{{ ansible_python_interpreter }}", "-m", "gpusim", *rewrite(args, {"@OUT@": out})]},
+                        "changed_when": True})
                 groups[-1][1].append(record(key, rewrite(task, paths)))
             for n, ((host, defaults), tasks) in enumerate(groups):
                 plays.append(play_for(scenario, out, f"{name}-{n + 1}", tasks, host=host, defaults=defaults))

@@ -7,7 +7,7 @@ dir="${GPUSIM_DIR}/${host}"
 mkdir -p "$dir/sys" "$dir/etc-upper" "$dir/etc-work"
 export GPUSIM_STATE="$dir/state.json"
 case "$host" in
-  a100) "$py" -m gpusim init --force --model A100-SXM4-40GB --gpus 2 ;;
+  a100|role) "$py" -m gpusim init --force --model A100-SXM4-40GB --gpus 2 ;;
   l40s) "$py" -m gpusim init --force --model L40S --gpus 1 ;;
   t4) "$py" -m gpusim init --force --model T4 --gpus 1 ;;
 esac

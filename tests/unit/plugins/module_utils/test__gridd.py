@@ -536,6 +536,25 @@ GPU 00000000:02:01.0
 """
 
 
+def test_the_fake_and_a_real_q_still_parse(sim):
+    """gpusim's -q (with its Display, Utilization, ECC and Clocks sections) and a real H100's -q
+    (simulator/tests/fixtures/smi/q_h100_565_thamada.txt) go through the fallback parser."""
+    from gpusim import smi
+    sim.init("A100-SXM4-40GB", 1, "--vgpu-guest", "A100-4C")
+    rc, text = smi.run(["-q"])
+    assert rc == 0 and "    Utilization" in text and "    Max Clocks" in text
+    [gpu] = _gridd.parse_smi_query(text)
+    assert gpu["name"] == "NVIDIA A100-SXM4-40GB" and gpu["virtualization_mode"] == "vgpu"
+    assert gpu["license_supported"] and not gpu["licensed"] and gpu["feature"] == "NVIDIA Virtual Compute Server"
+    fixture_path = os.path.join(os.path.dirname(__file__), "..", "..", "..", "..", "simulator", "tests", "fixtures",
+                                "smi", "q_h100_565_thamada.txt")
+    with open(fixture_path, encoding="utf-8") as fh:
+        real = fh.read().split("---\n", 1)[1]
+    [h100] = _gridd.parse_smi_query(real)
+    assert h100["name"] == "NVIDIA H100 80GB HBM3" and h100["virtualization_mode"] == "none"
+    assert not h100["license_supported"] and h100["uuid"] == "GPU-b42dd28e-ffdd-8720-1df0-98bd8cdc05b1"
+
+
 def test_nvidia_smi_license_section_is_read():
     gpus = _gridd.parse_smi_query(SMI)
     assert gpus == [{"index": 0, "name": "GRID A100-4C", "uuid": "GPU-62f13b27-1eda-11b2-a8b5-0869ebe25264",

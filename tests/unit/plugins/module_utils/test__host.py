@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from ansible_collections.gpuops.sharing.plugins.module_utils import _host
+from ansible_collections.gpuops.sharing.plugins.module_utils import _boot, _host
 
 
 def test_reads_a_regular_file_up_to_its_limit(tmp_path):
@@ -76,3 +76,20 @@ def test_read_installed_lists_stale_files_and_remove_empty_dirs_keeps_the_admins
     (tmp_path / "empty").mkdir()
     _host.remove_empty_dirs([str(tmp_path / "empty"), str(lib), str(tmp_path / "missing")])
     assert not (tmp_path / "empty").exists() and (lib / "stale.py").exists()
+
+
+def test_remove_empty_dirs_takes_bytecode_caches_but_nothing_else(tmp_path):
+    lib = tmp_path / "lib"
+    (lib / "__pycache__").mkdir(parents=True)
+    (lib / "__pycache__" / "_host.cpython-313.pyc").write_bytes(b"\x00")
+    kept = tmp_path / "kept"
+    (kept / "__pycache__").mkdir(parents=True)
+    (kept / "__pycache__" / "notes.txt").write_text("the admin's")
+    _host.remove_empty_dirs([str(lib), str(kept)])
+    assert not lib.exists()
+    assert (kept / "__pycache__" / "notes.txt").read_text() == "the admin's"
+
+
+def test_boot_entry_point_writes_no_bytecode_beside_the_installed_code(tmp_path):
+    text = _boot.entry_point("test", "_mps_exec", "exec_main", execute=True)
+    assert text.index("sys.dont_write_bytecode = True") < text.index("from ")
