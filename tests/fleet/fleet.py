@@ -57,6 +57,8 @@ MIRROR = os.environ.get("FLEET_MIRROR", "http://deb.debian.org/debian")
 SUITE = "bookworm"
 PACKAGES = ["systemd", "systemd-sysv", "dbus", "python3", "python3-yaml", "openssh-server", "iproute2",
             "fuse3", "mdevctl"]   # vGPU hosts: gpusim's FUSE sysfs and the real mdevctl
+# the real containerd of k8s_gpu_nodes hosts (Debian's package; not started at boot, see customise_image)
+PACKAGES += ["containerd"]
 NETNS_PREFIX = "gpuops-fleet-"
 LINK_PREFIX = "gfl"
 BOOT_TIMEOUT = 120
@@ -178,6 +180,10 @@ def customise_image(rootfs: str) -> None:
     os.makedirs(path("/var/lib/gpusim"), exist_ok=True)
     for tool in ("nvidia-smi", "nvidia-cuda-mps-control", "nvidia-gridd"):
         os.symlink(f"/opt/gpusim/bin/{tool}", path(f"/usr/bin/{tool}"))
+    # k8s_gpu_nodes: gpusim's nvidia-ctk where the Container Toolkit puts it; containerd only where a check starts it
+    os.symlink("/opt/gpusim/bin/nvidia-ctk", path("/usr/bin/nvidia-ctk"))
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path("/etc/systemd/system/multi-user.target.wants/containerd.service"))
     with open(path("/usr/local/bin/gpusim"), "w") as fh:
         fh.write("#!/bin/sh\nexec python3 -m gpusim \"$@\"\n")
     os.chmod(path("/usr/local/bin/gpusim"), 0o755)
