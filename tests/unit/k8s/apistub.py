@@ -6,7 +6,8 @@ ConfigMap, policy/v1 Eviction):
 
 * discovery: ``/version``, ``/api``, ``/api/v1``, ``/apis`` (no API groups besides the core one);
 * nodes: get, list, patch (merge semantics, which strategic merge has for the maps patched here);
-* pods: list by ``fieldSelector=spec.nodeName=...`` (all namespaces or one), get, delete, and the
+* pods: list by ``fieldSelector=spec.nodeName=...`` and ``labelSelector`` (equality terms ``k=v,k2=v2``; all
+  namespaces or one), get, delete, and the
   ``eviction`` subresource, which deletes the pod at once (no PodDisruptionBudget, no grace period);
 * configmaps: get, create, patch, replace.
 
@@ -71,8 +72,8 @@ def make_node(name: str, allocatable: dict | None = None, labels: dict | None = 
 
 
 def make_pod(name: str, node: str, limits: dict | None = None, namespace: str = "default",
-             owner: str | None = "ReplicaSet") -> dict:
-    meta = {"name": name, "namespace": namespace}
+             owner: str | None = "ReplicaSet", labels: dict | None = None) -> dict:
+    meta = {"name": name, "namespace": namespace, "labels": dict(labels or {})}
     if owner:
         meta["ownerReferences"] = [{"apiVersion": "apps/v1", "kind": owner, "name": f"{name}-owner",
                                     "uid": f"uid-{name}-owner", "controller": True}]
@@ -213,8 +214,12 @@ class ApiStub:
         if name is None:
             selector = query.get("fieldSelector", "")
             wanted = selector.split("=", 1)[1] if selector.startswith("spec.nodeName=") else None
+            terms = [t.split("=", 1) for t in query.get("labelSelector", "").split(",") if t]
+            if any(len(t) != 2 or t[0].endswith("!") for t in terms):
+                return self._status(400, "BadRequest", "the stub serves only equality label selectors (k=v)")
             items = [p for (ns, _name), p in sorted(self.pods.items())
-                     if (namespace is None or ns == namespace) and (wanted is None or p["spec"]["nodeName"] == wanted)]
+                     if (namespace is None or ns == namespace) and (wanted is None or p["spec"]["nodeName"] == wanted)
+                     and all(p["metadata"].get("labels", {}).get(k) == v for k, v in terms)]
             return 200, {"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": str(self.version)},
                          "items": items}
         key = (namespace, name)

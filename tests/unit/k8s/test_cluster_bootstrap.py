@@ -123,7 +123,10 @@ def test_rollout_batches_drains_only_when_needed_and_waits_for_allocatable(tmp_p
              make_node("node-mig-b", {"nvidia.com/gpu": "1"})]
     pods = [make_pod("notebook", "node-ts", GPU),                         # GPU pod, no MIG change: stays
             make_pod("trainer", "node-mig-a", GPU, namespace="ml"),       # GPU pod, MIG enabled: drained
-            make_pod("web", "node-mig-b", {"cpu": "1"})]                  # no GPU pod: no drain despite MIG
+            make_pod("web", "node-mig-b", {"cpu": "1"}),                  # no GPU pod: no drain despite MIG
+            # the device plugin's DaemonSet pods: restarted where the MIG layout changed, left alone elsewhere
+            *(make_pod(f"plugin-{n}", n, namespace="nvidia-device-plugin", owner="DaemonSet",
+                       labels={"app.kubernetes.io/name": "nvidia-device-plugin"}) for n in HOSTS)]
     plugin = {"node-ts": {"after_reads": 2, "allocatable": {"nvidia.com/gpu.shared": "4", "nvidia.com/gpu": "0"}},
               "node-mig-a": {"after_reads": 1, "allocatable": {"nvidia.com/mig-1g.10gb": "7", "nvidia.com/gpu": "0"}},
               "node-mig-b": {"allocatable": {"nvidia.com/mig-1g.10gb": "7", "nvidia.com/gpu": "0"}}}
@@ -156,6 +159,15 @@ def test_rollout_batches_drains_only_when_needed_and_waits_for_allocatable(tmp_p
         assert last(stub, lambda c: c["path"].endswith("/eviction")) < first(
             stub, lambda c: c["method"] == "PATCH" and "labels" in (c["body"] or {}).get("metadata", {})
             and c["path"].endswith("/node-mig-a"))
+
+        # after each MIG change (node-mig-a, node-mig-b), the plugin's pod on that node was deleted, after the
+        # layout and before the health gate; node-ts (no MIG change) kept its pod
+        deleted = [c["path"] for c in stub.calls("DELETE", "/api/v1/namespaces/nvidia-device-plugin/pods/")]
+        assert deleted == ["/api/v1/namespaces/nvidia-device-plugin/pods/plugin-node-mig-a",
+                           "/api/v1/namespaces/nvidia-device-plugin/pods/plugin-node-mig-b"]
+        assert ("nvidia-device-plugin", "plugin-node-ts") in stub.pods
+        assert first(stub, lambda c: c["method"] == "DELETE" and c["path"].endswith("/plugin-node-mig-a")) < last(
+            stub, lambda c: c["method"] == "GET" and c["path"] == "/api/v1/nodes/node-mig-a")
 
         # labels and final state
         for name, config in (("node-ts", "timesliced"), ("node-mig-a", "mig-mixed"), ("node-mig-b", "mig-mixed")):
