@@ -20,6 +20,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import importlib
+import re
 
 from ansible_collections.gpuops.sharing.plugins.module_utils._runner import Op
 
@@ -31,6 +32,40 @@ MAX_FILES = 64
 # The collection's version, as galaxy.yml says (a unit test holds the two together); the VERSION
 # stamp of installed boot code names it.
 COLLECTION_VERSION = "0.1.0"
+
+# What a boot unit's values may be: they reach its command line and file names unquoted.
+UNIT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+SAFE_PATH = re.compile(r"^/[A-Za-z0-9._/-]*$")
+SAFE_CHARS = "letters, digits, '.', '_', '-' and '/'"
+
+
+def unit_name(cfg: dict) -> str:
+    """``boot_unit.name`` with its ``.service`` suffix."""
+    name = cfg["name"]
+    return name if name.endswith(".service") else name + ".service"
+
+
+def unit_path(cfg: dict) -> str:
+    return f"{cfg['unit_dir'].rstrip('/')}/{unit_name(cfg)}"
+
+
+def unit_name_problem(cfg: dict, default: str) -> str | None:
+    """Why ``boot_unit.name`` cannot be a unit name, or None."""
+    name = cfg["name"]
+    if name.endswith(".service"):
+        name = name[:-len(".service")]
+    if UNIT_NAME.match(name):
+        return None
+    return (f"boot_unit.name={cfg['name']!r} is not a unit name; give letters, digits, '_', '.', ':' or '-' "
+            f"(default {default})")
+
+
+def path_problem(key: str, value) -> str | None:
+    """Why ``value`` cannot be written into a unit as a path, or None."""
+    value = str(value)
+    if SAFE_PATH.match(value) and ".." not in value.split("/"):
+        return None
+    return f"{key}={value!r} is not valid: give an absolute path of {SAFE_CHARS} (the boot unit names it)"
 
 
 def payload_source(name: str) -> str:

@@ -18,13 +18,10 @@ from __future__ import annotations
 
 import re
 
-from ansible_collections.gpuops.sharing.plugins.module_utils import _mig
+from ansible_collections.gpuops.sharing.plugins.module_utils import _boot, _mig
 
 MARK = "# Managed by gpuops.sharing.mig: written at every run, do not edit (change the layout in Ansible)."
-UNIT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
 CONFIG_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-SAFE_PATH = re.compile(r"^/[A-Za-z0-9._/-]*$")
-SAFE_CHARS = "letters, digits, '.', '_', '-' and '/'"
 CONFIG_FILE = "config.yaml"
 
 
@@ -32,32 +29,22 @@ def validate(cfg: dict, boot_dir: str | None, config_file: str | None = None) ->
     """``boot_unit``'s values reach a unit's command line: plain names and absolute paths only."""
     if not boot_dir:
         raise _mig.MigError("boot_unit needs boot_dir: the unit runs the boot code the module installs there")
-    name = cfg["name"]
-    if name.endswith(".service"):
-        name = name[:-len(".service")]
-    if not UNIT_NAME.match(name):
-        raise _mig.MigError(f"boot_unit.name={cfg['name']!r} is not a unit name; give letters, digits, '_', '.', ':' "
-                            f"or '-' (default gpuops-mig)")
+    problem = _boot.unit_name_problem(cfg, "gpuops-mig")
+    if problem:
+        raise _mig.MigError(problem)
     if not CONFIG_NAME.match(cfg["config_name"]):
         raise _mig.MigError(f"boot_unit.config_name={cfg['config_name']!r} is not valid; give letters, digits and "
                             f"'._-', starting with a letter or digit (default gpuops)")
-    for key in ("unit_dir", "python", "config_dir"):
-        value = str(cfg[key])
-        if not SAFE_PATH.match(value) or ".." in value.split("/"):
-            raise _mig.MigError(f"boot_unit.{key}={value!r} is not valid: give an absolute path of {SAFE_CHARS}")
-    for key, value in (("boot_dir", boot_dir), ("config_file", config_file)):
-        if value is not None and (not SAFE_PATH.match(value) or ".." in value.split("/")):
-            raise _mig.MigError(f"{key}={value!r} is not valid with boot_unit (the unit names it): give an absolute "
-                                f"path of {SAFE_CHARS}")
+    problem = next(filter(None, (_boot.path_problem(key, value) for key, value in (
+        ("boot_unit.unit_dir", cfg["unit_dir"]), ("boot_unit.python", cfg["python"]),
+        ("boot_unit.config_dir", cfg["config_dir"]), ("boot_dir", boot_dir), ("config_file", config_file))
+        if value is not None)), None)
+    if problem:
+        raise _mig.MigError(problem)
 
 
-def unit_name(cfg: dict) -> str:
-    name = cfg["name"]
-    return name if name.endswith(".service") else name + ".service"
-
-
-def unit_path(cfg: dict) -> str:
-    return f"{cfg['unit_dir'].rstrip('/')}/{unit_name(cfg)}"
+unit_name = _boot.unit_name
+unit_path = _boot.unit_path
 
 
 def config_path(cfg: dict) -> str:

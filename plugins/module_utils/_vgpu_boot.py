@@ -24,12 +24,9 @@ from __future__ import annotations
 import json
 import re
 
-from ansible_collections.gpuops.sharing.plugins.module_utils import _vgpu
+from ansible_collections.gpuops.sharing.plugins.module_utils import _boot, _vgpu
 
 MARK = "Managed by gpuops.sharing.vgpu_devices: written at every run, do not edit (change the devices in Ansible)."
-UNIT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
-SAFE_PATH = re.compile(r"^/[A-Za-z0-9._/-]*$")
-SAFE_CHARS = "letters, digits, '.', '_', '-' and '/'"
 STATE_FILE = "devices.json"
 FORMAT = 1
 _BDF = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
@@ -40,27 +37,16 @@ def validate(cfg: dict, boot_dir: str | None) -> None:
     """``boot_unit``'s values reach a unit's command line: plain names and absolute paths only."""
     if not boot_dir:
         raise _vgpu.ConfigError("boot_unit needs boot_dir: the unit runs the boot code the module installs there")
-    name = cfg["name"]
-    if name.endswith(".service"):
-        name = name[:-len(".service")]
-    if not UNIT_NAME.match(name):
-        raise _vgpu.ConfigError(f"boot_unit.name={cfg['name']!r} is not a unit name; give letters, digits, '_', "
-                                f"'.', ':' or '-' (default gpuops-vgpu)")
-    for key, value in (("boot_unit.unit_dir", cfg["unit_dir"]), ("boot_unit.python", cfg["python"]),
-                       ("boot_unit.config_dir", cfg["config_dir"]), ("boot_dir", boot_dir)):
-        value = str(value)
-        if not SAFE_PATH.match(value) or ".." in value.split("/"):
-            raise _vgpu.ConfigError(f"{key}={value!r} is not valid with boot_unit (the unit names it): give an "
-                                    f"absolute path of {SAFE_CHARS}")
+    problem = _boot.unit_name_problem(cfg, "gpuops-vgpu") or next(filter(None, (
+        _boot.path_problem(key, value) for key, value in (
+            ("boot_unit.unit_dir", cfg["unit_dir"]), ("boot_unit.python", cfg["python"]),
+            ("boot_unit.config_dir", cfg["config_dir"]), ("boot_dir", boot_dir)))), None)
+    if problem:
+        raise _vgpu.ConfigError(problem)
 
 
-def unit_name(cfg: dict) -> str:
-    name = cfg["name"]
-    return name if name.endswith(".service") else name + ".service"
-
-
-def unit_path(cfg: dict) -> str:
-    return f"{cfg['unit_dir'].rstrip('/')}/{unit_name(cfg)}"
+unit_name = _boot.unit_name
+unit_path = _boot.unit_path
 
 
 def state_path(cfg: dict) -> str:

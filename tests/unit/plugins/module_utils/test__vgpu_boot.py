@@ -28,11 +28,11 @@ CFG = {"name": "gpuops-vgpu", "unit_dir": "/etc/systemd/system", "python": "/usr
 @pytest.mark.parametrize("change, boot_dir, message", [
     ({}, None, "boot_unit needs boot_dir: the unit runs the boot code the module installs there"),
     ({"name": "gpuops vgpu"}, "/lib/x", "boot_unit.name='gpuops vgpu' is not a unit name"),
-    ({"python": "python3"}, "/lib/x", "boot_unit.python='python3' is not valid with boot_unit (the unit names it): "
-                                      "give an absolute path"),
+    ({"python": "python3"}, "/lib/x", "boot_unit.python='python3' is not valid: give an absolute path of letters, "
+                                      "digits, '.', '_', '-' and '/' (the boot unit names it)"),
     ({"config_dir": "/etc/$(id)"}, "/lib/x", "boot_unit.config_dir='/etc/$(id)' is not valid"),
     ({"unit_dir": "/etc/../tmp"}, "/lib/x", "boot_unit.unit_dir='/etc/../tmp' is not valid"),
-    ({}, "/lib/a b", "boot_dir='/lib/a b' is not valid with boot_unit"),
+    ({}, "/lib/a b", "boot_dir='/lib/a b' is not valid: give an absolute path"),
 ])
 def test_validate_refuses_what_cannot_reach_a_unit(change, boot_dir, message):
     with pytest.raises(_vgpu.ConfigError) as err:
