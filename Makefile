@@ -120,8 +120,8 @@ test: test-quick fleet-test
 # Two lanes side by side (CI has 2 cores; each ansible-test run is mostly one process). Each part's output is
 # kept in .build/test-logs/<part>.log and printed whole when the part ends; the environments are made first,
 # one at a time. The fleet runs alone after.
-LANE_a := simulator-tests units units-floor $(addprefix units-,$(CORE_MIDS)) integration lint docs-lint docs
-LANE_b := sanity sanity-floor $(addprefix sanity-,$(CORE_MIDS)) artifact-check
+LANE_a := simulator-tests units units-floor $(addprefix units-,$(CORE_MIDS)) lint docs-lint docs
+LANE_b := integration sanity sanity-floor $(addprefix sanity-,$(CORE_MIDS)) artifact-check
 test-quick: venv venv-floor $(CORE_MIDS:%=$(ROOT)/.venv-%/.installed) $(VENV_IMPORTER)/.installed system-deps
 	@rm -rf $(BUILD)/test-logs && mkdir -p $(BUILD)/test-logs
 	@started=$$(date +%s); $(MAKE) --no-print-directory -j2 -Onone lane-a lane-b; \
