@@ -40,7 +40,7 @@ PIP_QUIET := --quiet --no-warn-script-location
 # pip's "Location ... is ignored" chatter about this machine's file:// mirrors is noise
 PIP_FILTER := grep -v "^WARNING: Location 'file://" || true
 
-.PHONY: help venv venv-floor system-deps collection-link test test-quick lane-a lane-b sanity sanity-floor units units-floor \
+.PHONY: help venv venv-floor system-deps collection-link test test-quick lane-a lane-b integration-vgpu integration-rest sanity sanity-floor units units-floor \
         simulator-tests integration lint docs-lint docs build artifact-check demo bench clean \
         $(addprefix units-,$(CORE_MIDS)) $(addprefix sanity-,$(CORE_MIDS))
 
@@ -120,8 +120,8 @@ test: test-quick fleet-test
 # Two lanes side by side (CI has 2 cores; each ansible-test run is mostly one process). Each part's output is
 # kept in .build/test-logs/<part>.log and printed whole when the part ends; the environments are made first,
 # one at a time. The fleet runs alone after.
-LANE_a := simulator-tests units units-floor $(addprefix units-,$(CORE_MIDS)) lint docs-lint docs
-LANE_b := integration sanity sanity-floor $(addprefix sanity-,$(CORE_MIDS)) artifact-check
+LANE_a := simulator-tests integration-vgpu units units-floor $(addprefix units-,$(CORE_MIDS)) lint docs-lint docs
+LANE_b := integration-rest sanity sanity-floor $(addprefix sanity-,$(CORE_MIDS)) artifact-check
 test-quick: venv venv-floor $(CORE_MIDS:%=$(ROOT)/.venv-%/.installed) $(VENV_IMPORTER)/.installed system-deps
 	@rm -rf $(BUILD)/test-logs && mkdir -p $(BUILD)/test-logs
 	@started=$$(date +%s); $(MAKE) --no-print-directory -j2 -Onone lane-a lane-b; \
@@ -173,11 +173,18 @@ $(addprefix sanity-,$(CORE_MIDS)): sanity-%: $(ROOT)/.venv-%/.installed collecti
 	@$(fresh-tree)
 	cd $(tree) && PATH=$(ROOT)/.venv-$*/bin:$$PATH ansible-test sanity --local --python 3.12 --color no
 
-integration: venv
-	@echo "== ansible-test integration (simulated GPUs)"
+# integration: every target. make test-quick runs it as two parts, one per lane: integration-vgpu (the
+# vgpu_devices target, the longest: FUSE sysfs and the real mdevctl in a private mount namespace) and
+# integration-rest (every other target), each in its own tree copy.
+INTEGRATION_ARGS_integration :=
+INTEGRATION_ARGS_integration-vgpu := vgpu_devices
+INTEGRATION_ARGS_integration-rest := --exclude vgpu_devices
+integration integration-vgpu integration-rest: venv
+	@echo "== ansible-test integration (simulated GPUs) $(INTEGRATION_ARGS_$@)"
 	@$(fresh-tree)
 	cd $(tree) && PATH=$(VENV)/bin:$$PATH GPUSIM_PYTHONPATH=$(ROOT)/simulator \
-	  ansible-test integration --local --python $$($(VENV)/bin/python -c 'import sys; print("%d.%d" % sys.version_info[:2])') --color no
+	  ansible-test integration --local --python $$($(VENV)/bin/python -c 'import sys; print("%d.%d" % sys.version_info[:2])') --color no \
+	  $(INTEGRATION_ARGS_$@)
 
 lint: venv
 	@echo "== ansible-lint (production profile), ruff, yamllint"
