@@ -78,10 +78,21 @@ def payload_source(name: str) -> str:
     return source
 
 
+def _statements(body: list):
+    """Every statement of a module, nested ones too (in functions, classes, if/try/with/for/match): an import is a
+    statement, so the expressions, nine tenths of the tree, are not walked (every run of a module computes this)."""
+    stack = list(body)
+    while stack:
+        node = stack.pop()
+        yield node
+        for field in ("body", "orelse", "finalbody", "handlers", "cases"):
+            stack.extend(getattr(node, field, None) or ())
+
+
 def imported_utils(source: str) -> set[str]:
     """The collection's module_utils (short names such as ``_mig``) a source imports."""
     found = set()
-    for node in ast.walk(ast.parse(source)):
+    for node in _statements(ast.parse(source).body):
         if isinstance(node, ast.ImportFrom) and node.module:
             if node.module == PACKAGE:
                 found.update(alias.name for alias in node.names)

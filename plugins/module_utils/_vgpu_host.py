@@ -181,17 +181,23 @@ def vf_addresses(pf: str, count: int) -> list[str]:
     return out
 
 
-def mdev_types(parent: str) -> list[dict]:
+def mdev_types(parent: str, known: dict | None = None) -> list[dict]:
+    """The mdev types of one parent. ``known`` ({type directory: (name, max_instances)}, filled here) carries what
+    a type directory says of itself from one parent to the next of the same GPU: the VFs of an SR-IOV GPU list the
+    same types, and each read of these files is a call into NVIDIA's driver, so only ``available_instances`` is
+    read again per parent."""
     base = _p("class/mdev_bus", parent, "mdev_supported_types")
+    known = {} if known is None else known
     out = []
     for entry in listdir(base):
         d = os.path.join(base, entry)
-        name = _vgpu.type_name_from_mdev(read(os.path.join(d, "name")))
-        m = _MAX_INSTANCE.search(read(os.path.join(d, "description")))
+        if entry not in known:
+            m = _MAX_INSTANCE.search(read(os.path.join(d, "description")))
+            known[entry] = (_vgpu.type_name_from_mdev(read(os.path.join(d, "name"))), int(m.group(1)) if m else None)
+        name, max_instances = known[entry]
         tid = entry.rsplit("-", 1)[-1]
         out.append({"name": name, "mdev_type": entry, "type_id": int(tid) if tid.isdigit() else None,
-                    "available": read_int(os.path.join(d, "available_instances")),
-                    "max_instances": int(m.group(1)) if m else None})
+                    "available": read_int(os.path.join(d, "available_instances")), "max_instances": max_instances})
     return out
 
 
@@ -232,6 +238,48 @@ def open_vfio_groups(proc: str = "/proc") -> dict[str, str]:
     return out
 
 
+# ------------------------------------------------------------------ preflight
+# Read-only checks of the host before anything changes (the module's preflight option): NVIDIA's vGPU manager, the
+# IOMMU, the kernel modules. /sys/module/<name> exists for a loaded module and for one built into the kernel; the
+# kernel names modules with "_" where their files may have "-" (modprobe takes either).
+PREFLIGHT_DEFAULTS = {"manager_paths": ["/usr/bin/nvidia-vgpu-mgr"], "kernel_modules": ["nvidia"], "iommu": True}
+MAX_PREFLIGHT_ITEMS = 32
+_KERNEL_MODULE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def validate_preflight(value: dict) -> dict:
+    """The preflight option, checked: absolute manager paths and kernel module names, at most MAX_PREFLIGHT_ITEMS
+    of each."""
+    out = dict(PREFLIGHT_DEFAULTS, **{k: v for k, v in value.items() if v is not None})
+    for key in ("manager_paths", "kernel_modules"):
+        if len(out[key]) > MAX_PREFLIGHT_ITEMS:
+            raise _vgpu.ConfigError(f"preflight.{key}: at most {MAX_PREFLIGHT_ITEMS} entries, got {len(out[key])}")
+    for path in out["manager_paths"]:
+        if not path.startswith("/") or "\0" in path or len(path) > 4096:
+            raise _vgpu.ConfigError(f"preflight.manager_paths: {path!r} is not an absolute path")
+    for name in out["kernel_modules"]:
+        if not _KERNEL_MODULE.match(name):
+            raise _vgpu.ConfigError(f"preflight.kernel_modules: {name!r} is not a kernel module name (letters, "
+                                    f"digits, '_' and '-', as in /sys/module)")
+    return out
+
+
+def preflight_problems(preflight: dict, iommu: bool) -> list[str]:
+    """What keeps the host from vGPUs, each with its remedy (empty: ready)."""
+    problems = []
+    if preflight["manager_paths"] and not any(os.path.exists(p) for p in preflight["manager_paths"]):
+        problems.append(f"NVIDIA vGPU manager not found ({', '.join(preflight['manager_paths'])}): install the vGPU "
+                        f"manager package of your NVIDIA vGPU release")
+    if preflight["iommu"] and not iommu:
+        problems.append("the IOMMU is off (/sys/kernel/iommu_groups is empty): enable VT-d/AMD-Vi in the firmware "
+                        "and boot with intel_iommu=on or amd_iommu=on")
+    missing = [m for m in preflight["kernel_modules"] if not os.path.isdir(_p("module", m.replace("-", "_")))]
+    if missing:
+        problems.append(f"kernel modules not loaded: {', '.join(missing)} (modprobe them, or check the vGPU manager "
+                        f"installation)")
+    return problems
+
+
 class HostVgpu:
     """The vgpu_devices host: one run over every GPU the configuration selects."""
 
@@ -241,11 +289,13 @@ class HostVgpu:
                  sriov_manage: str | None = None, mdevctl: str | None = None, virsh: str | None = None, nv=None,
                  boot_dir: str | None = None, boot_sources: dict | None = None, boot_unit: dict | None = None,
                  systemctl: str | None = None, atomic_move=None, saved: list[dict] | None = None,
-                 scheduler: dict | None = None):
+                 scheduler: dict | None = None, preflight: dict | None = None):
         """``boot_unit``: the validated option (``_vgpu_boot.validate``); ``saved``: the boot state file's GPUs
         (``_vgpu_boot.parse_state``), which the boot-time run applies instead of ``entries`` and ``uuids``;
-        ``scheduler``: the validated scheduler option (``_vgpu_sched.validate``), written as a modprobe file."""
+        ``scheduler``: the validated scheduler option (``_vgpu_sched.validate``), written as a modprobe file;
+        ``preflight``: the validated preflight option (``validate_preflight``), checked before the plan."""
         self.scheduler = scheduler
+        self.preflight = preflight
         self.sched_current: str | None = None
         self.boot_dir = boot_dir
         self.boot_sources = boot_sources or {}
@@ -353,14 +403,15 @@ class HostVgpu:
         catalogue = {t["name"]: t for t in (table or {}).get("types", [])}
         types: dict[str, dict] = {}
         if parents:
-            for t in mdev_types(parents[0]):
-                known = catalogue.get(t["name"], {})
-                types[t["name"]] = {"name": t["name"], "type_id": t["type_id"], "mdev_type": t["mdev_type"],
-                                    "max_instances": t["max_instances"] or known.get("max_instances") or 1,
-                                    "mig_profile": _vgpu.parse_type(t["name"])["mig_profile"]}
+            seen: dict = {}
             for parent in parents:
-                for t in mdev_types(parent):
+                for t in mdev_types(parent, seen):
                     gpu["available"][t["name"]] = gpu["available"].get(t["name"], 0) + t["available"]
+                    if t["name"] not in types:
+                        known = catalogue.get(t["name"], {})
+                        types[t["name"]] = {"name": t["name"], "type_id": t["type_id"], "mdev_type": t["mdev_type"],
+                                            "max_instances": t["max_instances"] or known.get("max_instances") or 1,
+                                            "mig_profile": _vgpu.parse_type(t["name"])["mig_profile"]}
         elif gpu["layout"] == "vfio" and vfs:
             for vf in vfs:
                 for t in creatable(vf):
@@ -468,6 +519,10 @@ class HostVgpu:
 
     # ------------------------------------------------------------------ plan and check
     def plan(self, state: dict) -> list[Op]:
+        if self.preflight:
+            problems = preflight_problems(self.preflight, state["iommu"])
+            if problems:
+                raise _vgpu.PlanError(f"this host is not ready for vGPUs: {'; '.join(problems)}")
         gpus = state["gpus"]
         if self.saved is not None:        # at boot: the saved devices, with their UUIDs and VFs
             self.entries, fixed = _vgpu_boot.boot_request(self.saved, gpus)

@@ -151,6 +151,33 @@ options:
             temporary file and an atomic rename, never through a symbolic link.
         type: path
         default: /etc/modprobe.d/gpuops-vgpu-scheduler.conf
+  preflight:
+    description:
+      - Read-only checks of the host, made before the plan: NVIDIA's vGPU manager is installed, the IOMMU is on and
+        the kernel modules are loaded. When one fails, the module fails with every failing check and its remedy, and
+        changes nothing (in check mode too).
+      - Left out, the module still refuses a selected GPU that offers no vGPU types, and creating vGPUs with the
+        IOMMU off. The P(gpuops.sharing.vgpu_host#role) role sets it unless C(vgpu_host_preflight=false).
+    type: dict
+    suboptions:
+      manager_paths:
+        description:
+          - Paths of NVIDIA's vGPU manager; at least one must exist. V([]) skips this check.
+        type: list
+        elements: path
+        default: [/usr/bin/nvidia-vgpu-mgr]
+      kernel_modules:
+        description:
+          - Kernel modules that must be loaded or built into the kernel (C(/sys/module/<name>) exists; C(-) and C(_)
+            are the same, as for C(modprobe)). V([]) skips this check.
+        type: list
+        elements: str
+        default: [nvidia]
+      iommu:
+        description:
+          - The IOMMU must be on (C(/sys/kernel/iommu_groups) is not empty), also when the run creates nothing.
+        type: bool
+        default: true
 requirements:
   - NVIDIA vGPU manager (C(nvidia-vgpu-mgr)) on the host, the IOMMU enabled.
   - mdevctl, for mdev layouts.
@@ -202,6 +229,16 @@ EXAMPLES = r"""
   ansible.builtin.debug:
     msg: "{{ inventory_hostname }} applies RmPVMRL={{ vgpu_scheduled.scheduler.value }} at its next reboot"
   when: vgpu_scheduled.reboot_required
+
+- name: The same vGPUs, once the vGPU manager, the IOMMU and the nvidia module are found (nothing changes if not)
+  gpuops.sharing.vgpu_devices:
+    config:
+      - devices: all
+        vgpu-devices:
+          A100X-4C: 4
+    preflight:
+      manager_paths: [/usr/bin/nvidia-vgpu-mgr]
+      kernel_modules: [nvidia]
 
 - name: A configuration of NVIDIA's own example file
   gpuops.sharing.vgpu_devices:
@@ -362,6 +399,13 @@ def main() -> None:
                 "time_slice_ms": {"type": "int"},
                 "file": {"type": "path", "default": _vgpu_sched.DEFAULT_FILE},
             }},
+            "preflight": {"type": "dict", "options": {
+                "manager_paths": {"type": "list", "elements": "path",
+                                  "default": _vgpu_host.PREFLIGHT_DEFAULTS["manager_paths"]},
+                "kernel_modules": {"type": "list", "elements": "str",
+                                   "default": _vgpu_host.PREFLIGHT_DEFAULTS["kernel_modules"]},
+                "iommu": {"type": "bool", "default": _vgpu_host.PREFLIGHT_DEFAULTS["iommu"]},
+            }},
         },
         mutually_exclusive=[("config", "config_file")],
         required_one_of=[("config", "config_file")],
@@ -377,6 +421,7 @@ def main() -> None:
         if p["boot_unit"] is not None:
             _vgpu_boot.validate(p["boot_unit"], p["boot_dir"])
         scheduler = _vgpu_sched.validate(p["scheduler"]) if p["scheduler"] is not None else None
+        preflight = _vgpu_host.validate_preflight(p["preflight"]) if p["preflight"] is not None else None
         mig_backed = any(_vgpu.parse_type(t)["g"] for e in entries for t in e["vgpu_devices"])
         if scheduler is not None:
             warning = _vgpu_sched.mig_backed_only(scheduler, [t for e in entries for t in e["vgpu_devices"]])
@@ -386,7 +431,7 @@ def main() -> None:
                  "force": p["force"], "sriov_manage": module.get_bin_path("sriov-manage", opt_dirs=["/usr/lib/nvidia"]),
                  "mdevctl": module.get_bin_path("mdevctl"), "virsh": module.get_bin_path("virsh"),
                  "boot_dir": p["boot_dir"], "boot_unit": p["boot_unit"], "atomic_move": module.atomic_move,
-                 "scheduler": scheduler,
+                 "scheduler": scheduler, "preflight": preflight,
                  "boot_sources": _boot.closure(["_host", "_vgpu_host"], _boot.payload_source) if p["boot_dir"] else None,
                  "systemctl": module.get_bin_path("systemctl") if p["boot_unit"] is not None else None}
         if mig_backed and not HAS_PYNVML:

@@ -17,6 +17,7 @@ The tree, as on a real host (see vgpu.py for the sources):
                                                                    device_api,create,devices/}
     devices/pci0000:00/<parent>/<uuid>/{remove,mdev_type}
     devices/pci0000:00/<VF>/nvidia/{creatable_vgpu_types,current_vgpu_type}                (vendor VFIO)
+    module/nvidia/version                     the driver's kernel module, loaded
 
 Reads are direct I/O with no attribute caching, so every ``cat`` sees the driver's current answer.
 """
@@ -32,6 +33,8 @@ from . import state as st
 from . import vgpu
 
 ROOT = "devices/pci0000:00"
+# the most nodes kept between two changes of the state (lookups of paths that do not exist are kept too)
+MAX_NODES = 20000
 _NOW = time.time()
 
 
@@ -96,8 +99,17 @@ def _gpu_in(state, address):
 def lookup(state: dict, parts: list[str], state_path: str | None = None) -> Node | None:
     n = len(parts)
     if n == 0:
-        return _dir(["class", "bus", "devices", "kernel"])
+        return _dir(["class", "bus", "devices", "kernel", "module"])
     head = parts[0]
+    if head == "module":
+        # the driver's kernel module, loaded (/sys/module/<name>, with the driver version in its version file)
+        if n == 1:
+            return _dir(["nvidia"])
+        if parts[1] != "nvidia":
+            return None
+        if n == 2:
+            return _dir(["version"])
+        return _file(f"{state.get('driver_version', '580.95.05')}\n") if n == 3 and parts[2] == "version" else None
     if head == "kernel":
         groups = [str(g) for g in sorted(_groups(state).values())] if vgpu.host(state)["iommu"] else []
         if n == 1:
@@ -255,6 +267,8 @@ def make_operations(state_path: str | None):
         use_ns = True
         _seen = None
         _state = None
+        _nodes_of = None
+        _nodes: dict = {}
 
         def _current(self) -> dict:
             """The state, copied once per change of the file (reads may fill in defaults on the copy)."""
@@ -264,9 +278,16 @@ def make_operations(state_path: str | None):
             return self._state
 
         def _node(self, path: str) -> Node:
-            parts = [p for p in path.split("/") if p]
+            # A node depends only on the state, so the nodes looked up are kept until the state file changes: the
+            # kernel resolves every component of a path again on each open (no entry or attribute caching, as
+            # mounted below), which made each open of a deep file cost a dozen tree walks.
             try:
-                node = lookup(self._current(), parts, state_path)
+                state = self._current()
+                if self._nodes_of is not state or len(self._nodes) > MAX_NODES:
+                    self._nodes_of, self._nodes = state, {}
+                if path not in self._nodes:
+                    self._nodes[path] = lookup(state, [p for p in path.split("/") if p], state_path)
+                node = self._nodes[path]
             except st.StateError:
                 raise mfusepy.FuseOSError(errno.EIO) from None
             if node is None:

@@ -166,6 +166,8 @@ def test_sysfs_mdev_create_and_remove_with_kernel_errors(host, mounted):
     pf = root / "bus/pci/devices/0000:07:00.0"
     assert read(pf / "sriov_totalvfs") == "10\n" and read(pf / "sriov_numvfs") == "0\n"
     assert not os.listdir(root / "class/mdev_bus")
+    assert os.listdir(root / "module") == ["nvidia"]
+    assert read(root / "module/nvidia/version") == host.state()["driver_version"] + "\n"
     write(pf / "sriov_numvfs", "10")
     assert os.readlink(pf / "virtfn0") == "../0000:07:00.4"
     vf = root / "class/mdev_bus/0000:07:00.4"
@@ -193,6 +195,21 @@ def test_sysfs_mdev_create_and_remove_with_kernel_errors(host, mounted):
     write(root / "bus/mdev/devices" / U1 / "remove", "1")
     assert os.listdir(root / "bus/mdev/devices") == []
     assert st.load(host.path)["gpus"][0]["vgpu"]["vgpus"] == []
+
+
+def test_sysfs_answers_a_change_of_the_state_made_by_another_process(host, mounted):
+    # the mount keeps the nodes it looked up until the state changes: a change made outside it (here, by this
+    # process through the state file) shows in the next read of a file, and in the next listing
+    root = mounted("A100-SXM4-40GB")
+    pf = root / "bus/pci/devices/0000:07:00.0"
+    assert read(pf / "sriov_numvfs") == "0\n" and not os.listdir(root / "class/mdev_bus")
+    with st.transaction(host.path) as state:
+        vgpu.set_numvfs(state, state["gpus"][0], "10")
+    assert read(pf / "sriov_numvfs") == "10\n"
+    assert len(os.listdir(root / "class/mdev_bus")) == 10
+    with st.transaction(host.path) as state:
+        vgpu.set_numvfs(state, state["gpus"][0], "0")
+    assert read(pf / "sriov_numvfs") == "0\n" and not os.path.exists(pf / "virtfn0")
 
 
 def test_sysfs_vendor_vfio(host, mounted):

@@ -288,8 +288,9 @@ def prepare_host(image: str, index: int, name: str, spec: dict, pubkey: str) -> 
 # A vGPU host's kernel interfaces: gpusim serves its sysfs through FUSE (simulator/gpusim/sysfs.py) at
 # /run/gpusim-sys, and the unit binds the parts the vGPU manager's kernel side would create over the
 # container's /sys (the machine's sysfs, read-only, as systemd-nspawn mounts it): /sys/bus and /sys/class
-# (mdev_bus and bus/mdev do not exist without the mdev module), the PCI devices they link to, and the IOMMU
-# groups. Before the vGPU manager's stand-in and every unit that opens them (gpuops-vgpu, libvirt).
+# (mdev_bus and bus/mdev do not exist without the mdev module), the PCI devices they link to, the IOMMU
+# groups, and /sys/module (the nvidia module, loaded, which the vGPU role's preflight looks for). Before the
+# vGPU manager's stand-in and every unit that opens them (gpuops-vgpu, libvirt).
 GPUSIM_SYSFS_UNIT = """# gpusim's live /sys of a simulated vGPU hypervisor (tests/fleet/fleet.py); not on real hosts.
 [Unit]
 Description=gpusim sysfs of the simulated vGPU host (FUSE), bound over /sys
@@ -313,7 +314,7 @@ until mountpoint -q /run/gpusim-sys; do
   i=$((i + 1)); [ "$i" -lt 200 ] || { echo "gpusim sysfs did not mount /run/gpusim-sys" >&2; exit 1; }
   sleep 0.1
 done
-for part in bus class devices/pci0000:00 kernel/iommu_groups; do
+for part in bus class devices/pci0000:00 kernel/iommu_groups module; do
   [ -d "/sys/$part" ] || { echo "/sys/$part is missing: nothing to bind gpusim's $part over" >&2; exit 1; }
   mount --bind "/run/gpusim-sys/$part" "/sys/$part"
 done

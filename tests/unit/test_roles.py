@@ -28,9 +28,18 @@ def test_argument_specs_match_defaults(role):
 CONTROLLER_ONLY = {"ansible.builtin.assert", "ansible.builtin.fail", "ansible.builtin.debug", "ansible.builtin.set_fact"}
 
 
-def _vgpu_guest_tasks() -> list[dict]:
-    with open(os.path.join(ROLES, "vgpu_guest", "tasks", "main.yml")) as fh:
-        return yaml.safe_load(fh)
+def _vgpu_guest_tasks(name: str = "main.yml", when: str = "") -> list[dict]:
+    """The role's tasks, with those of each include_tasks in its place (under the include's condition)."""
+    with open(os.path.join(ROLES, "vgpu_guest", "tasks", name)) as fh:
+        tasks = yaml.safe_load(fh)
+    out = []
+    for task in tasks:
+        both = " and ".join(w for w in (when, task.get("when", "")) if w)
+        if "ansible.builtin.include_tasks" in task:
+            out += _vgpu_guest_tasks(task["ansible.builtin.include_tasks"], both)
+        else:
+            out.append(dict(task, when=both) if both else task)
+    return out
 
 
 def _action(task: dict) -> str:

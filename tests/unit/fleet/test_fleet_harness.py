@@ -108,7 +108,7 @@ def test_vgpu_host_files_serve_the_fuse_sysfs_before_the_vgpu_manager(tmp_path):
     assert "ExecStart=/usr/bin/python3 -m gpusim sysfs mount /run/gpusim-sys\n" in unit
     assert "Before=nvidia-vgpu-mgr.service gpuops-vgpu.service libvirtd.service\n" in unit
     bind = written["/usr/local/sbin/gpusim-sysfs-bind"]
-    assert bind[1] == 0o755 and "for part in bus class devices/pci0000:00 kernel/iommu_groups; do" in bind[0]
+    assert bind[1] == 0o755 and "for part in bus class devices/pci0000:00 kernel/iommu_groups module; do" in bind[0]
     assert "Requires=gpusim-sysfs.service\n" in written["/etc/systemd/system/nvidia-vgpu-mgr.service"][0]
     wants = tmp_path / "etc/systemd/system/multi-user.target.wants"
     assert sorted(os.listdir(wants)) == ["gpusim-sysfs.service", "nvidia-vgpu-mgr.service"]

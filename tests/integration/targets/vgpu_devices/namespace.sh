@@ -21,6 +21,11 @@ mount --bind "$dir/sys" /sys
 # A private /etc (overlay): mdevctl's definitions and the example config file stay in this namespace.
 mount -t overlay overlay -o "lowerdir=/etc,upperdir=$dir/etc-upper,workdir=$dir/etc-work" /etc
 mkdir -p /etc/mdevctl.d/scripts.d/callouts /etc/mdevctl.d/scripts.d/notifiers
+# NVIDIA's vGPU manager where the module's preflight looks for it by default: a stand-in in a private /usr/bin
+mkdir -p "$dir/bin-upper" "$dir/bin-work"
+mount -t overlay overlay -o "lowerdir=/usr/bin,upperdir=$dir/bin-upper,workdir=$dir/bin-work" /usr/bin
+printf '#!/bin/sh\n# gpusim stand-in for NVIDIA vGPU manager daemon\nexit 0\n' > /usr/bin/nvidia-vgpu-mgr
+chmod 0755 /usr/bin/nvidia-vgpu-mgr
 # A private /dev with an empty /dev/vfio, where a simulated VM holds its vGPU's VFIO group open (a regular
 # file named after the group): the module finds it in /proc/*/fd as it finds QEMU's on a real host.
 mkdir -p "$dir/olddev"

@@ -7,6 +7,7 @@ readers are pointed at plain files to pin down parsing and layout detection.
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 
@@ -86,6 +87,26 @@ def test_sriov_mdev_layout_types_and_vgpus(sysroot):
     assert state["iommu"] is True
 
 
+def test_sriov_type_names_are_read_once_per_gpu_and_availability_per_vf(sysroot, monkeypatch):
+    # each sysfs read of a vGPU type is a call into NVIDIA's driver: a type's name and description are the same on
+    # every VF of the GPU, its available_instances is not
+    pci(sysroot, "0000:41:00.0", sriov=(10, 4, 4))
+    vfs = [f"0000:41:00.{f}" for f in range(4, 8)]
+    for n, vf in enumerate(vfs):
+        d = pci(sysroot, vf)
+        link(str(d / "physfn"), "../0000:41:00.0")
+        link(str(sysroot / "class/mdev_bus" / vf), f"../../devices/{vf}")
+        mdev_type(sysroot, vf, 692, "GRID A100X-4C", n % 2, 10)
+        mdev_type(sysroot, vf, 693, "GRID A100X-5C", 1, 8)
+    reads = []
+    real = _vgpu_host.read
+    monkeypatch.setattr(_vgpu_host, "read", lambda path: reads.append(os.path.basename(path)) or real(path))
+    gpu = host().observe()["gpus"][0]
+    assert {t["name"]: t["max_instances"] for t in gpu["types"]} == {"A100X-4C": 10, "A100X-5C": 8}
+    assert gpu["available"] == {"A100X-4C": 2, "A100X-5C": 4}
+    assert (reads.count("name"), reads.count("description"), reads.count("available_instances")) == (2, 2, 8)
+
+
 def test_vfs_off_take_the_table(sysroot):
     pci(sysroot, "0000:41:00.0", sriov=(10, 0, 4))
     gpu = host().observe()["gpus"][0]
@@ -120,6 +141,57 @@ def test_gpu_without_vgpu_manager_is_refused_when_selected(sysroot):
                             _vgpu.parse_entries([{"devices": "all", "vgpu-devices": {"T4-4Q": 1}}]))
     with pytest.raises(_vgpu.PlanError, match=r"offers no vGPU types: is the NVIDIA vGPU manager \(nvidia-vgpu-mgr\)"):
         h.plan(h.observe())
+
+
+def _preflight_host(**preflight):
+    return _vgpu_host.HostVgpu(lambda argv, **kw: (0, "", ""),
+                               _vgpu.parse_entries([{"devices": "all", "vgpu-devices": {"T4-4Q": 1}}]),
+                               preflight=_vgpu_host.validate_preflight(preflight))
+
+
+def test_preflight_refuses_before_the_plan_with_every_problem_and_its_remedy(sysroot, tmp_path):
+    pci(sysroot, "0000:07:00.0", device="0x1eb8")     # a T4 whose driver offers no types: the plan would refuse it
+    os.rmdir(sysroot / "kernel/iommu_groups/1")
+    h = _preflight_host(manager_paths=[str(tmp_path / "nvidia-vgpu-mgr")], kernel_modules=["nvidia", "nvidia-vgpu-vfio"])
+    with pytest.raises(_vgpu.PlanError) as info:
+        h.plan(h.observe())
+    assert str(info.value) == (
+        f"this host is not ready for vGPUs: NVIDIA vGPU manager not found ({tmp_path}/nvidia-vgpu-mgr): install the "
+        f"vGPU manager package of your NVIDIA vGPU release; the IOMMU is off (/sys/kernel/iommu_groups is empty): "
+        f"enable VT-d/AMD-Vi in the firmware and boot with intel_iommu=on or amd_iommu=on; kernel modules not "
+        f"loaded: nvidia, nvidia-vgpu-vfio (modprobe them, or check the vGPU manager installation)")
+
+
+def test_preflight_passes_on_a_ready_host_and_takes_dashes_for_underscores(sysroot, tmp_path):
+    pci(sysroot, "0000:07:00.0", device="0x1eb8")
+    (tmp_path / "nvidia-vgpu-mgr").write_text("")
+    for name in ("nvidia", "nvidia_vgpu_vfio"):
+        (sysroot / "module" / name).mkdir(parents=True)
+    h = _preflight_host(manager_paths=["/nonexistent/a", str(tmp_path / "nvidia-vgpu-mgr")],
+                        kernel_modules=["nvidia", "nvidia-vgpu-vfio"])
+    # past the preflight, the plan's own refusal of a GPU without types
+    with pytest.raises(_vgpu.PlanError, match="offers no vGPU types"):
+        h.plan(h.observe())
+    skipped = _preflight_host(manager_paths=[], kernel_modules=[], iommu=False)
+    os.rmdir(sysroot / "kernel/iommu_groups/1")
+    with pytest.raises(_vgpu.PlanError, match="offers no vGPU types"):
+        skipped.plan(skipped.observe())
+
+
+@pytest.mark.parametrize(("preflight", "message"), [
+    ({"manager_paths": ["usr/bin/nvidia-vgpu-mgr"]}, "preflight.manager_paths: 'usr/bin/nvidia-vgpu-mgr' is not an absolute path"),
+    ({"manager_paths": ["/usr/bin/x\0y"]}, "is not an absolute path"),
+    ({"kernel_modules": ["../../etc"]}, "preflight.kernel_modules: '../../etc' is not a kernel module name"),
+    ({"kernel_modules": ["nvidia"] * 33}, "preflight.kernel_modules: at most 32 entries, got 33"),
+])
+def test_preflight_option_errors(preflight, message):
+    with pytest.raises(_vgpu.ConfigError, match=re.escape(message)):
+        _vgpu_host.validate_preflight(preflight)
+
+
+def test_preflight_defaults_fill_what_is_left_out():
+    assert _vgpu_host.validate_preflight({"manager_paths": None, "kernel_modules": None, "iommu": None}) == {
+        "manager_paths": ["/usr/bin/nvidia-vgpu-mgr"], "kernel_modules": ["nvidia"], "iommu": True}
 
 
 def test_write_refuses_paths_outside_sys(sysroot, tmp_path_factory):
