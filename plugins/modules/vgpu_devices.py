@@ -153,8 +153,8 @@ options:
         default: /etc/modprobe.d/gpuops-vgpu-scheduler.conf
   preflight:
     description:
-      - Read-only checks of the host, made before the plan: NVIDIA's vGPU manager is installed, the IOMMU is on and
-        the kernel modules are loaded. When one fails, the module fails with every failing check and its remedy, and
+      - Read-only checks of the host, made before the plan, that NVIDIA's vGPU manager is installed, the IOMMU is on
+        and the kernel modules are loaded. When one fails, the module fails with every failing check and its remedy, and
         changes nothing (in check mode too).
       - Left out, the module still refuses a selected GPU that offers no vGPU types, and creating vGPUs with the
         IOMMU off. The P(gpuops.sharing.vgpu_host#role) role sets it unless C(vgpu_host_preflight=false).
