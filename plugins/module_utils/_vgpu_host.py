@@ -245,6 +245,9 @@ def open_vfio_groups(proc: str = "/proc") -> dict[str, str]:
 PREFLIGHT_DEFAULTS = {"manager_paths": ["/usr/bin/nvidia-vgpu-mgr"], "kernel_modules": ["nvidia"], "iommu": True}
 MAX_PREFLIGHT_ITEMS = 32
 _KERNEL_MODULE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# the preflight's and the plan check's (vGPUs to create) refusal of a host without an IOMMU
+IOMMU_OFF = ("the IOMMU is off (/sys/kernel/iommu_groups is empty): enable VT-d/AMD-Vi in the firmware and boot with "
+             "intel_iommu=on or amd_iommu=on")
 
 
 def validate_preflight(value: dict) -> dict:
@@ -271,8 +274,7 @@ def preflight_problems(preflight: dict, iommu: bool) -> list[str]:
         problems.append(f"NVIDIA vGPU manager not found ({', '.join(preflight['manager_paths'])}): install the vGPU "
                         f"manager package of your NVIDIA vGPU release")
     if preflight["iommu"] and not iommu:
-        problems.append("the IOMMU is off (/sys/kernel/iommu_groups is empty): enable VT-d/AMD-Vi in the firmware "
-                        "and boot with intel_iommu=on or amd_iommu=on")
+        problems.append(IOMMU_OFF)
     missing = [m for m in preflight["kernel_modules"] if not os.path.isdir(_p("module", m.replace("-", "_")))]
     if missing:
         problems.append(f"kernel modules not loaded: {', '.join(missing)} (modprobe them, or check the vGPU manager "
@@ -626,8 +628,7 @@ class HostVgpu:
             problems.append("boot_unit needs systemd (systemctl was not found on this host); leave it out and "
                             "create the vGPUs after each boot another way")
         if any(op.kind == "create" for op in ops) and not state["iommu"]:
-            problems.append("the IOMMU is off (/sys/kernel/iommu_groups is empty): vGPUs need it; boot with "
-                            "intel_iommu=on or amd_iommu=on and enable VT-d/AMD-Vi in the firmware")
+            problems.append(IOMMU_OFF)
         if any(op.kind == "enable_vfs" for op in ops) and not self.sriov_manage:
             problems.append("SR-IOV virtual functions must be enabled but /usr/lib/nvidia/sriov-manage (from the "
                             "NVIDIA vGPU manager) was not found")
